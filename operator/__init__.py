@@ -1,0 +1,1 @@
+"""The Kubernetes operator: pure decision engine, thin Kopf handlers, I/O adapters."""

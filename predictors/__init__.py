@@ -1,0 +1,1 @@
+"""A small typed forecasting library: numpy in, numpy out, no I/O and no clock."""
