@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := .tools
+# `python -m` would put the repo root first on sys.path, where our operator/ folder
+# shadows the standard library's `operator`; PYTHONSAFEPATH keeps it off.
+export PYTHONSAFEPATH := 1
 
 .PHONY: help venv test lint typecheck contracts pytest bench bench-forecast bench-loop \
         bench-operator crds demo e2e e2e-kind prometheus helm clean
