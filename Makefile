@@ -75,7 +75,7 @@ bench-operator: $(STAMP) prometheus
 	$(PY) -m foreseer.bench operator --out bench/results/operator.json
 
 demo: $(STAMP) prometheus
-	$(PY) -m foreseer.demo
+	PYTHONPATH=tests $(PY) -m harness.demo
 
 e2e: $(STAMP) helm
 	$(BIN)/pytest -q -m e2e e2e
