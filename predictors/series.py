@@ -76,7 +76,7 @@ class Series:
         not read as a drop in load.
         """
         ratio = step / self.step
-        k = int(round(ratio))
+        k = round(ratio)
         if k < 1 or abs(ratio - k) > 1e-9:
             raise ValueError(
                 f"resample step {step}s must be a whole multiple of the series step {self.step}s"
@@ -94,7 +94,8 @@ class Series:
             elif how == "sum":
                 agg = np.nansum(blocks, axis=1) * k / present
             elif how == "max":
-                agg = np.where(present > 0, np.nanmax(np.where(np.isnan(blocks), -np.inf, blocks), axis=1), np.nan)
+                filled = np.where(np.isnan(blocks), -np.inf, blocks)
+                agg = np.max(filled, axis=1)
             else:
                 raise ValueError(f"unknown aggregation {how!r}; use mean, sum or max")
         agg = np.where(present > 0, agg, np.nan)
