@@ -10,7 +10,7 @@ TOOLS := .tools
 # shadows the standard library's `operator`; PYTHONSAFEPATH keeps it off.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help venv test lint typecheck contracts pytest bench bench-forecast bench-loop \
+.PHONY: help layout venv test lint typecheck contracts pytest bench bench-forecast bench-loop \
         bench-operator crds demo e2e e2e-kind prometheus helm clean
 
 help:
@@ -43,17 +43,20 @@ $(TOOLS)/helm: hack/fetch-helm.sh | $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# mypy cannot follow setuptools' editable import hook, so it reads a symlinked tree
-# that mirrors the installed package layout.
-typecheck: $(STAMP)
-	@mkdir -p build/typecheck/foreseer
-	@for p in operator predictors simulator bench; do ln -sfn ../../../$$p build/typecheck/foreseer/$$p; done
-	@ln -sfn ../../../foreseer/__init__.py build/typecheck/foreseer/__init__.py
-	@ln -sfn ../../../foreseer/cli.py build/typecheck/foreseer/cli.py
-	cd build/typecheck && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p foreseer
+# mypy and import-linter cannot follow setuptools' editable import hook (the folders
+# do not sit where their package names say), so both read a symlinked tree that
+# mirrors the installed package layout.
+LAYOUT := build/layout
+layout: $(STAMP)
+	@mkdir -p $(LAYOUT)/foreseer
+	@for p in operator predictors simulator bench; do ln -sfn ../../../$$p $(LAYOUT)/foreseer/$$p; done
+	@for f in __init__.py __main__.py cli.py; do ln -sfn ../../../foreseer/$$f $(LAYOUT)/foreseer/$$f; done
 
-contracts: $(STAMP)
-	$(BIN)/lint-imports
+typecheck: layout
+	cd $(LAYOUT) && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p foreseer
+
+contracts: layout
+	cd $(LAYOUT) && PYTHONPATH=. ../../$(BIN)/lint-imports --config ../../pyproject.toml
 
 pytest: $(STAMP) prometheus helm
 	$(BIN)/pytest -q
