@@ -1,0 +1,314 @@
+"""Model lifecycle: fit each policy's forecasters off the event loop, keep them in a bounded LRU,
+refit on the retrain interval or when the live error drifts, and measure the live error and
+the lead time that ``horizon: auto`` uses.
+
+Fitting runs in a process pool (scikit-learn fits hold the GIL); a tick never waits
+for a fit: it uses the model it has, or none (cold start, so Auto acts as Reactive)
+until the first fit lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from foreseer.operator.durations import parse_duration
+from foreseer.operator.settings import FittingSettings
+from foreseer.predictors.forecasts import Forecaster
+from foreseer.predictors.series import Series
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]
+"""(namespace, policy, metric)."""
+
+# Before any replica was seen becoming ready, assume this lead time for `horizon: auto`.
+DEFAULT_LEAD_SECONDS = 60.0
+# A drifting model is refitted at most this often, so a bad patch of data cannot pin a core.
+MIN_REFIT_SECONDS = 60.0
+# Live error above this many times the trust threshold triggers a refit.
+DRIFT_FACTOR = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a fit depends on; a change of recipe (the policy was edited) means a refit."""
+
+    models: tuple[str, ...] | None
+    """Model names to choose from, or None for every model (``models: auto``)."""
+    quantile: float
+    """The quantile the policy provisions for (model selection scores pinball loss at it)."""
+    step: float
+    """History resolution in seconds."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted forecaster and when and on what it was fitted."""
+
+    model: Forecaster
+    recipe: Recipe
+    fitted_at: float
+    """Wall time when the fit finished (from the caller's clock)."""
+    points: int
+    """Observed points in the history it was fitted on."""
+    seconds: float
+    """How long the fit took, in the worker."""
+
+
+def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
+    """Fit an AutoForecaster on ``series``; runs in a pool worker. Returns (model, seconds)."""
+    # Imported here: the worker process pays for scikit-learn, the event loop's process need not.
+    from foreseer.predictors.selecting import AutoForecaster
+
+    started = time.perf_counter()
+    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models).fit(series)
+    return model, time.perf_counter() - started
+
+
+FitFn = Callable[[Series, Recipe], tuple[Forecaster, float]]
+
+
+def default_executor(settings: FittingSettings) -> Executor:
+    """A process pool that spawns (never forks the operator's threads and event loop)."""
+    return ProcessPoolExecutor(
+        max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn")
+    )
+
+
+class Fitter:
+    """Fitted models per (namespace, policy, metric), in a bounded LRU, fitted off the loop."""
+
+    def __init__(
+        self,
+        settings: FittingSettings,
+        executor: Executor | None = None,
+        fit: FitFn = fit_forecaster,
+        on_fitted: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._executor = executor or default_executor(settings)
+        self._fit = fit
+        self._on_fitted = on_fitted
+        self._models: OrderedDict[Key, Fitted] = OrderedDict()
+        self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
+
+    def get(self, key: Key) -> Fitted | None:
+        """The fitted model for ``key``, marked as recently used; None when there is none."""
+        fitted = self._models.get(key)
+        if fitted is not None:
+            self._models.move_to_end(key)
+        return fitted
+
+    def fitting(self, key: Key) -> bool:
+        return key in self._pending
+
+    def needs_fit(
+        self, key: Key, recipe: Recipe, now: float, retrain_seconds: float, drifting: bool
+    ) -> str | None:
+        """Why ``key`` should be (re)fitted now, or None when its model is fine."""
+        if key in self._pending:
+            return None
+        fitted = self._models.get(key)
+        if fitted is None:
+            return "no model yet"
+        if fitted.recipe != recipe:
+            return "the policy changed"
+        age = now - fitted.fitted_at
+        if age >= retrain_seconds:
+            return "retrain interval elapsed"
+        if drifting and age >= MIN_REFIT_SECONDS:
+            return "live forecast error drifted"
+        return None
+
+    def submit(self, key: Key, series: Series, recipe: Recipe, now: Callable[[], float]) -> None:
+        """Start fitting ``key`` in the pool unless it already is; returns at once.
+
+        ``now`` is read when the fit lands, so the model's age counts from then.
+        """
+        if key in self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._fit, series, recipe)
+        self._pending[key] = future
+        points = series.observed()
+
+        def landed(done: asyncio.Future[tuple[Forecaster, float]]) -> None:
+            if self._pending.get(key) is done:
+                del self._pending[key]
+            if done.cancelled():
+                return
+            error = done.exception()
+            if error is not None:
+                logger.warning("fitting %s/%s metric %s failed: %s", *key, error)
+                return
+            model, seconds = done.result()
+            self._store(key, Fitted(model, recipe, now(), points, seconds))
+            if self._on_fitted is not None:
+                self._on_fitted(seconds)
+
+        future.add_done_callback(landed)
+
+    async def wait(self, key: Key) -> None:
+        """Until the pending fit of ``key`` lands (for tests and benchmarks)."""
+        future = self._pending.get(key)
+        if future is not None:
+            await asyncio.wait([future])
+
+    def _store(self, key: Key, fitted: Fitted) -> None:
+        self._models[key] = fitted
+        self._models.move_to_end(key)
+        while len(self._models) > self.settings.max_models:
+            evicted, _ = self._models.popitem(last=False)
+            logger.info("evicted the model of %s/%s metric %s (LRU is full)", *evicted)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        """Drop the models and pending fits of a deleted policy."""
+        for key in [k for k in (*self._models, *self._pending) if k[:2] == (namespace, policy)]:
+            self._models.pop(key, None)
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                pending.cancel()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def shutdown(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class LiveError:
+    """Live MASE of a metric's forecast: its error at the horizon against the actual value,
+    scaled by the error of the naive forecast (the last value) over the same lead.
+
+    1.0 means "no better than assuming the load stays as it is", which is the scale
+    of the policy's ``forecastTrust.maxErrorRatio``.
+    """
+
+    window: int = 120
+    """How many scored forecasts the error averages over."""
+    pending: dict[float, tuple[float, float]] = field(default_factory=dict)
+    """Target time -> (forecast, naive forecast) not yet scored."""
+    errors: deque[tuple[float, float]] = field(default_factory=deque)
+    """(|forecast - actual|, |naive - actual|) of the latest scored forecasts."""
+
+    def expect(self, target_time: float, forecast: float, naive: float) -> None:
+        """Remember a forecast for ``target_time``, to score when the actual value arrives."""
+        if np.isfinite(forecast) and np.isfinite(naive):
+            self.pending[target_time] = (forecast, naive)
+
+    def score(self, series: Series) -> None:
+        """Score every remembered forecast whose target time the history now covers."""
+        if not self.pending or len(series) == 0:
+            return
+        for target in sorted(t for t in self.pending if t < series.end):
+            forecast, naive = self.pending.pop(target)
+            index = round((target - series.start) / series.step)
+            if not 0 <= index < len(series):
+                continue  # fell off the history; nothing to score it against
+            actual = float(series.values[index])
+            if np.isfinite(actual):
+                self.errors.append((abs(forecast - actual), abs(naive - actual)))
+        while len(self.errors) > self.window:
+            self.errors.popleft()
+
+    def mase(self, minimum: int = 5) -> float | None:
+        """The live MASE, or None with fewer than ``minimum`` scored forecasts."""
+        if len(self.errors) < minimum:
+            return None
+        model = sum(e for e, _ in self.errors)
+        naive = sum(n for _, n in self.errors)
+        if naive <= 0:
+            # The load did not move at all: a perfect forecast scores 0, any error is infinitely
+            # worse than naive.
+            return 0.0 if model <= 0 else float("inf")
+        return model / naive
+
+    def reset(self) -> None:
+        """Forget scored errors (after a refit the old model's errors say nothing)."""
+        self.errors.clear()
+        self.pending.clear()
+
+
+def drifting(error: float | None, max_error_ratio: float) -> bool:
+    """The live error says the model no longer fits the load."""
+    return error is not None and error > DRIFT_FACTOR * max_error_ratio
+
+
+def _timestamp(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def readiness_seconds(pods: Iterable[Mapping[str, Any]]) -> list[float]:
+    """Seconds from creation to Ready for each ready pod (a Pod object as a dict).
+
+    Only a pod's first Ready transition after creation counts: a pod that restarted
+    later would otherwise inflate the lead time.
+    """
+    samples = []
+    for pod in pods:
+        created = _timestamp(pod.get("metadata", {}).get("creationTimestamp"))
+        conditions = pod.get("status", {}).get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        if created is None or not ready or ready.get("status") != "True":
+            continue
+        became_ready = _timestamp(ready.get("lastTransitionTime"))
+        if became_ready is not None and became_ready >= created:
+            samples.append(became_ready - created)
+    return samples
+
+
+@dataclass
+class LeadTime:
+    """The measured time a new replica takes to become ready, for ``horizon: auto``."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    """Recent readiness durations, in seconds."""
+    seen: set[str] = field(default_factory=set)
+    """Pods already sampled (by uid), so one pod counts once."""
+
+    def observe(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        for pod in pods:
+            uid = pod.get("metadata", {}).get("uid") or pod.get("metadata", {}).get("name")
+            if not uid or uid in self.seen:
+                continue
+            sample = readiness_seconds([pod])
+            if sample:
+                self.seen.add(uid)
+                self.samples.append(sample[0])
+        # Bound the uid set too: only pods still around can be seen again.
+        if len(self.seen) > 1000:
+            self.seen = {
+                p.get("metadata", {}).get("uid") or p.get("metadata", {}).get("name", "")
+                for p in pods
+            }
+
+    def seconds(self) -> float:
+        """A high percentile, not the mean: provisioning late costs more than early."""
+        if not self.samples:
+            return DEFAULT_LEAD_SECONDS
+        return float(np.percentile(np.asarray(self.samples), 90))
+
+
+def horizon_seconds(horizon: str, interval: float, lead: LeadTime) -> float:
+    """The forecast horizon: the spec's duration, or for ``auto`` the lead time plus one
+    interval (the decision may come up to one interval late)."""
+    if horizon == "auto":
+        return lead.seconds() + interval
+    return parse_duration(horizon)

@@ -1,0 +1,235 @@
+"""Operator settings: grouped dataclasses, loaded from FORESEER_* variables and CLI flags.
+
+A CLI flag wins over its environment variable, which wins over the default.
+Every field is documented where it is declared, as in kopf's OperatorSettings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "FORESEER_"
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    url: str = "http://localhost:9090"
+    """Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."""
+    bearer_token_file: str | None = None
+    """File with a bearer token, re-read on every connection (for projected, rotating tokens)."""
+    username: str | None = None
+    """User name for HTTP basic auth; the password comes from ``password_file``."""
+    password_file: str | None = None
+    """File holding the basic-auth password (kept out of the environment and the process list)."""
+    ca_file: str | None = None
+    """PEM bundle that signs Prometheus' TLS certificate, for a private CA."""
+    insecure: bool = False
+    """Skip TLS verification. Must be asked for explicitly; never the default."""
+    timeout: float = 10.0
+    """Seconds before one query is abandoned."""
+    retries: int = 2
+    """Retries of a failed query within one tick, before the tick counts it as failed."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"prometheus url must start with http:// or https://, got {self.url!r}")
+        if self.insecure and self.ca_file:
+            raise ValueError("choose either a TLS CA file or --prometheus-insecure, not both")
+        if bool(self.username) != bool(self.password_file):
+            raise ValueError("basic auth needs both a username and a password file")
+        if self.bearer_token_file and self.username:
+            raise ValueError("choose either a bearer-token file or basic auth, not both")
+        if self.timeout <= 0:
+            raise ValueError(f"prometheus timeout must be positive, got {self.timeout}")
+        if self.retries < 0:
+            raise ValueError(f"prometheus retries must be 0 or more, got {self.retries}")
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers for the next query; reads the token file each time so rotation works."""
+        if not self.bearer_token_file:
+            return {}
+        with open(self.bearer_token_file, encoding="utf-8") as f:
+            return {"Authorization": f"Bearer {f.read().strip()}"}
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) for HTTP basic auth, or None."""
+        if not self.username or not self.password_file:
+            return None
+        with open(self.password_file, encoding="utf-8") as f:
+            return self.username, f.read().rstrip("\n")
+
+    def verify(self) -> bool | str:
+        """What to pass as TLS verification: a CA bundle path, True, or False when insecure."""
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+
+@dataclass(frozen=True)
+class ScopeSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch (globs allowed, as in kopf). Empty means cluster-wide."""
+
+    @property
+    def clusterwide(self) -> bool:
+        """True when no namespace is named: watch ScalingPolicies everywhere."""
+        return not self.namespaces
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    """Address the /metrics and /healthz server binds to."""
+    port: int = 8080
+    """Port of /metrics and /healthz; 0 picks a free port (used by tests)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    """Python log level name: DEBUG, INFO, WARNING or ERROR."""
+    json: bool = False
+    """One JSON object per line, for log collectors; plain text otherwise."""
+
+    def __post_init__(self) -> None:
+        level = self.level.upper()
+        if not isinstance(logging.getLevelName(level), int):
+            raise ValueError(f"unknown log level {self.level!r}; use DEBUG, INFO, WARNING or ERROR")
+        object.__setattr__(self, "level", level)
+
+
+@dataclass(frozen=True)
+class PeeringSettings:
+    name: str = "foreseer"
+    """Name of the kopf peering object shared by the replicas of one operator deployment."""
+    standalone: bool = False
+    """Run without peering (a single replica, or tests). With peering, only the replica
+    with the highest priority acts; the others pause until it is gone."""
+    priority: int = 0
+    """This replica's peering priority; the highest alive one acts."""
+
+
+@dataclass(frozen=True)
+class FittingSettings:
+    workers: int = 1
+    """Processes that fit models, off the event loop. One leaves the other core to the loop."""
+    max_models: int = 2000
+    """Fitted models kept in memory (least recently used are dropped and refitted on demand)."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"fitting workers must be at least 1, got {self.workers}")
+        if self.max_models < 1:
+            raise ValueError(f"max models must be at least 1, got {self.max_models}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    """Where the load metrics come from and how to authenticate."""
+    scope: ScopeSettings = field(default_factory=ScopeSettings)
+    """Which namespaces to watch."""
+    server: ServerSettings = field(default_factory=ServerSettings)
+    """The /metrics and /healthz endpoint."""
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    """Log level and format."""
+    peering: PeeringSettings = field(default_factory=PeeringSettings)
+    """High availability: kopf peering between operator replicas."""
+    fitting: FittingSettings = field(default_factory=FittingSettings)
+    """The model-fitting process pool and the LRU of fitted models."""
+
+
+def _truthy(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use true or false")
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# (group, field, flag, parse, help): --<flag> and FORESEER_<FLAG> set settings.<group>.<field>.
+_Option = tuple[str, str, str, Callable[[str], Any], str]
+OPTIONS: tuple[_Option, ...] = (
+    ("prometheus", "url", "prometheus-url", str, "Prometheus base URL"),
+    ("prometheus", "bearer_token_file", "prometheus-bearer-token-file", str,
+     "file with a bearer token for Prometheus"),
+    ("prometheus", "username", "prometheus-username", str, "basic-auth user for Prometheus"),
+    ("prometheus", "password_file", "prometheus-password-file", str,
+     "file with the basic-auth password for Prometheus"),
+    ("prometheus", "ca_file", "prometheus-ca-file", str, "CA bundle for Prometheus' TLS"),
+    ("prometheus", "insecure", "prometheus-insecure", _truthy, "skip TLS verification (explicit)"),
+    ("prometheus", "timeout", "prometheus-timeout", float, "seconds per Prometheus query"),
+    ("prometheus", "retries", "prometheus-retries", int, "retries per Prometheus query"),
+    ("scope", "namespaces", "namespaces", _namespaces,
+     "comma-separated namespaces to watch; empty for cluster-wide"),
+    ("server", "host", "metrics-host", str, "bind address of /metrics and /healthz"),
+    ("server", "port", "metrics-port", int, "port of /metrics and /healthz"),
+    ("logging", "level", "log-level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("logging", "json", "log-json", _truthy, "log one JSON object per line"),
+    ("peering", "name", "peering-name", str, "kopf peering name shared by the replicas"),
+    ("peering", "standalone", "standalone", _truthy, "run without peering"),
+    ("peering", "priority", "priority", int, "this replica's peering priority"),
+    ("fitting", "workers", "fit-workers", int, "processes that fit models"),
+    ("fitting", "max_models", "max-models", int, "fitted models kept in memory"),
+)
+
+_BOOLEAN_FLAGS = {"prometheus-insecure", "log-json", "standalone"}
+
+
+def env_name(flag: str) -> str:
+    """The variable behind a flag: --prometheus-url is FORESEER_PROMETHEUS_URL."""
+    return ENV_PREFIX + flag.upper().replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; the help names the environment variable it overrides."""
+    for group, name, flag, _, help_text in OPTIONS:
+        env = env_name(flag)
+        if flag in _BOOLEAN_FLAGS:
+            parser.add_argument(f"--{flag}", dest=f"{group}__{name}", default=None,
+                                action=argparse.BooleanOptionalAction, help=f"{help_text} [{env}]")
+        else:
+            parser.add_argument(f"--{flag}", dest=f"{group}__{name}", default=None,
+                                help=f"{help_text} [{env}]")
+
+
+def load(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from CLI flags over FORESEER_* variables over defaults.
+
+    Raises ValueError naming the flag or variable when a value does not parse.
+    """
+    environ = os.environ if environ is None else environ
+    groups: dict[str, dict[str, Any]] = {f.name: {} for f in dataclasses.fields(Settings)}
+    for group, name, flag, parse, _ in OPTIONS:
+        env = env_name(flag)
+        given = getattr(args, f"{group}__{name}", None) if args is not None else None
+        source, raw = (f"--{flag}", given) if given is not None else (env, environ.get(env))
+        if raw is None:
+            continue
+        try:
+            groups[group][name] = raw if isinstance(raw, bool) else parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    built = {}
+    for f in dataclasses.fields(Settings):
+        cls = f.default_factory  # type: ignore[misc]
+        built[f.name] = cls(**groups[f.name])  # type: ignore[operator]
+    return Settings(**built)

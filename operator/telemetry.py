@@ -1,0 +1,164 @@
+"""The operator's own metrics on /metrics, and /healthz, served from the operator's event loop.
+
+Every series is labelled with the policy's namespace and name, and removed when
+the policy is deleted, so a long-running operator does not leak series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+POLICY = ("namespace", "policy")
+BREAKER_STATES = ["Closed", "HalfOpen", "Open"]
+# decide() should take well under 5 ms; a tick includes queries and API calls.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Telemetry:
+    """The operator's metrics in their own registry (so tests can run several operators)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.forecast = Gauge("foreseer_forecast_value", "Forecast load at the horizon and "
+                              "quantile, per metric.", [*POLICY, "metric"], registry=r)
+        self.forecast_error = Gauge("foreseer_forecast_error_mase", "Live forecast error (MASE "
+                                    "against actuals), per metric.", [*POLICY, "metric"],
+                                    registry=r)
+        self.reactive = Gauge("foreseer_reactive_replicas", "Replicas the current load needs.",
+                              POLICY, registry=r)
+        self.predictive = Gauge("foreseer_predictive_replicas", "Replicas the forecast needs.",
+                                POLICY, registry=r)
+        self.final = Gauge("foreseer_final_replicas", "Replicas after the guards.", POLICY,
+                           registry=r)
+        self.current = Gauge("foreseer_current_replicas", "Replicas of the target.", POLICY,
+                             registry=r)
+        self.lead_time = Gauge("foreseer_lead_time_seconds", "Measured time for a new replica to "
+                               "become ready.", POLICY, registry=r)
+        self.breaker = Enum("foreseer_breaker_state", "Circuit breaker state.", POLICY,
+                            states=BREAKER_STATES, registry=r)
+        self.decide_seconds = Histogram("foreseer_decision_seconds", "Latency of decide().",
+                                        POLICY, buckets=LATENCY_BUCKETS, registry=r)
+        self.tick_seconds = Histogram("foreseer_tick_seconds", "Latency of a whole tick: "
+                                      "queries, decision and writes.", POLICY,
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.query_errors = Counter("foreseer_prometheus_query_errors", "Failed or unusable "
+                                    "Prometheus queries, by kind (error, empty, nan, stale).",
+                                    [*POLICY, "metric", "kind"], registry=r)
+        self.scales = Counter("foreseer_scale_actions", "Patches of a target's /scale.",
+                              [*POLICY, "direction"], registry=r)
+        self.fit_seconds = Histogram("foreseer_fit_seconds", "Wall time to fit one metric's "
+                                     "model.", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+                                     registry=r)
+        self._per_policy = (self.reactive, self.predictive, self.final, self.current,
+                            self.lead_time, self.breaker, self.decide_seconds, self.tick_seconds)
+        self._per_metric = (self.forecast, self.forecast_error)
+        self._metrics: dict[tuple[str, str], set[str]] = {}
+        self._errors: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._directions: dict[tuple[str, str], set[str]] = {}
+
+    def observe_metric(self, namespace: str, policy: str, metric: str,
+                       forecast: float | None, error: float | None) -> None:
+        """Record one metric's forecast and live error; None leaves the last value out."""
+        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        for gauge, value in ((self.forecast, forecast), (self.forecast_error, error)):
+            if value is not None:
+                gauge.labels(namespace, policy, metric).set(value)
+            elif _has(gauge, namespace, policy, metric):
+                gauge.remove(namespace, policy, metric)
+
+    def count_query_error(self, namespace: str, policy: str, metric: str, kind: str) -> None:
+        self._errors.setdefault((namespace, policy), set()).add((metric, kind))
+        self.query_errors.labels(namespace, policy, metric, kind).inc()
+
+    def count_scale(self, namespace: str, policy: str, direction: str) -> None:
+        self._directions.setdefault((namespace, policy), set()).add(direction)
+        self.scales.labels(namespace, policy, direction).inc()
+
+    @contextmanager
+    def timed(self, histogram: Histogram, namespace: str, policy: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            histogram.labels(namespace, policy).observe(time.perf_counter() - started)
+
+    def forget(self, namespace: str, policy: str) -> None:
+        """Drop every series of a deleted policy."""
+        key = (namespace, policy)
+        for metric in self._per_policy:
+            if _has(metric, namespace, policy):
+                metric.remove(namespace, policy)
+        for metric_name in self._metrics.pop(key, set()):
+            for gauge in self._per_metric:
+                if _has(gauge, namespace, policy, metric_name):
+                    gauge.remove(namespace, policy, metric_name)
+        for metric_name, kind in self._errors.pop(key, set()):
+            self.query_errors.remove(namespace, policy, metric_name, kind)
+        for direction in self._directions.pop(key, set()):
+            self.scales.remove(namespace, policy, direction)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _has(metric: Gauge | Histogram | Enum | Counter, *labels: str) -> bool:
+    # prometheus-client has no public "has child"; its lock-protected dict is the source of truth.
+    return tuple(labels) in metric._metrics  # type: ignore[attr-defined]
+
+
+@dataclass
+class Health:
+    """What /healthz reports: ready once the operator started, and the last tick it finished."""
+
+    ready: bool = False
+    """Kopf has started and the handlers are registered."""
+    last_tick: float | None = field(default=None)
+    """Wall time of the last completed tick of any policy."""
+    policies: int = 0
+    """Policies with a running loop."""
+
+
+async def serve(telemetry: Telemetry, health: Health, host: str, port: int) -> web.AppRunner:
+    """Start /metrics and /healthz; returns the runner (``await runner.cleanup()`` stops it).
+
+    /healthz answers from the operator's own event loop, so an answer also proves
+    the loop is not blocked.
+    """
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=telemetry.exposition(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        body = {"ready": health.ready, "policies": health.policies, "lastTick": health.last_tick}
+        return web.json_response(body, status=200 if health.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port actually bound (when 0 was asked for)."""
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("the metrics server is not listening")

@@ -1,0 +1,60 @@
+"""Model lifecycle helpers: the live forecast error, lead time, and when to refit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from foreseer.operator.fitting import LeadTime, LiveError, horizon_seconds, readiness_seconds
+from foreseer.predictors.series import Series
+
+
+def pod(uid: str, created: str, ready_at: str | None, status: str = "True") -> dict:
+    conditions = [] if ready_at is None else [
+        {"type": "Ready", "status": status, "lastTransitionTime": ready_at}]
+    return {"metadata": {"uid": uid, "creationTimestamp": created},
+            "status": {"conditions": conditions}}
+
+
+def test_live_error_compares_the_forecast_with_the_naive_one_at_the_same_lead() -> None:
+    error = LiveError()
+    series = Series(0.0, 60.0, np.arange(20, dtype=float) * 10)  # load rises 10 per minute
+    for t in range(5):
+        # made at minute t for minute t+5: the perfect forecast vs "stays as it is"
+        error.expect(target_time=(t + 5) * 60.0, forecast=(t + 5) * 10.0, naive=t * 10.0)
+    error.score(series)
+    assert error.mase() == 0.0
+    assert not error.pending
+
+
+def test_live_error_waits_for_the_actual_value_and_skips_missing_ones() -> None:
+    error = LiveError()
+    error.expect(target_time=600.0, forecast=1.0, naive=2.0)
+    error.score(Series(0.0, 60.0, np.ones(5)))  # ends at 300s: not yet
+    assert error.pending
+    error.score(Series(0.0, 60.0, np.full(20, np.nan)))  # arrived, but missing
+    assert not error.pending
+    assert error.mase(minimum=1) is None
+
+
+def test_an_unchanged_load_makes_any_error_infinitely_worse_than_naive() -> None:
+    error = LiveError()
+    for t in range(5):
+        error.expect(target_time=t * 60.0, forecast=6.0, naive=5.0)
+    error.score(Series(0.0, 60.0, np.full(5, 5.0)))
+    assert error.mase() == float("inf")
+
+
+def test_readiness_counts_only_ready_pods_from_creation() -> None:
+    pods = [pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:42Z"),
+            pod("b", "2026-01-01T00:00:00Z", "2026-01-01T00:00:10Z", status="False"),
+            pod("c", "2026-01-01T00:00:00Z", None)]
+    assert readiness_seconds(pods) == [42.0]
+
+
+def test_auto_horizon_is_the_lead_time_plus_one_interval() -> None:
+    lead = LeadTime()
+    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")])
+    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")])  # counted once
+    assert list(lead.samples) == [90.0]
+    assert horizon_seconds("auto", 30.0, lead) == 120.0
+    assert horizon_seconds("5m", 30.0, lead) == 300.0
