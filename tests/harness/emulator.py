@@ -1,0 +1,783 @@
+"""kmock's KubernetesEmulator, made realistic where foreseer and Kopf depend on API semantics.
+
+The stock emulator (kmock 0.8) is an in-memory dict store: it sets no resourceVersion, uid or
+generation, ignores generateName, merges /status and /scale into the object, returns the whole
+Deployment from /scale, never answers 409, and crashes on ``GET /api/v1/namespaces``. An
+autoscaler that is only tested against that would never see the failures it must survive, so
+`Emulator` serves every object request itself (discovery and non-object paths stay kmock's):
+
+- ``metadata.resourceVersion`` from one cluster-wide counter, changed on every write; ``uid``;
+  ``creationTimestamp``; ``generation`` bumped only when something besides metadata/status changes.
+- ``/status`` and ``/scale`` are real subresources: a status write changes only ``.status``, a
+  main-resource write never changes ``.status``; ``/scale`` is an ``autoscaling/v1`` Scale whose
+  writes change only ``spec.replicas`` of the target.
+- ``metadata.generateName`` for any resource (Kopf posts Events that way).
+- 409 Conflict when a write carries a stale ``metadata.resourceVersion``; 422 when a JSON-patch
+  ``test`` op fails (Kopf's optimistic finalizer patches rely on it); 409 AlreadyExists; 404.
+- 415 for strategic-merge patches of custom resources, like a real API server (the `kubernetes`
+  client sends strategic-merge by default, which a real cluster rejects for CRDs).
+- finalizers: DELETE only marks ``deletionTimestamp`` until the finalizers are gone.
+- list ``metadata.resourceVersion``, ``labelSelector`` and ``fieldSelector`` (equality forms).
+- watches resume from ``?resourceVersion=`` (or answer 410 Gone when it is too old), honour
+  ``timeoutSeconds`` and ``sendInitialEvents``, and end when the emulator stops.
+- ``/api/v1/namespaces``: namespaces are created on first use, as they would exist in a cluster.
+- `Emulator.fail_next` injects faults (e.g. the next 2 PATCHes of /scale get 409).
+
+Use it through `serving()`, which also closes the watch streams before the HTTP server stops
+(aiohttp would otherwise wait a minute per open stream)::
+
+    async with serving() as emulator:
+        emulator.write_kubeconfig(tmp_path / "kubeconfig")
+        await emulator.create(DEPLOYMENTS, deployment("web", "ns", replicas=2))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import copy
+import datetime
+import itertools
+import json
+import pathlib
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+import yaml
+from kmock._internal import apps, dicts, rendering
+
+Body = dict[str, Any]
+Key = tuple[kmock.resource, str | None, str]
+
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+PODS = kmock.resource("", "v1", "pods")
+EVENTS = kmock.resource("", "v1", "events")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+# kmock's URL parser raises on a bare /api/v1/namespaces (it expects a namespace name after it),
+# so namespace requests are recognised here, before kmock parses anything.
+_NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?")
+# The alphabet and length the API server uses for generateName suffixes (no vowels: no words).
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_MERGE_TYPES = {"application/merge-patch+json", "application/json"}
+_STRATEGIC = "application/strategic-merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
+
+
+@attrs.frozen
+class ApiError(kmock.KubernetesError):
+    """A Kubernetes Status error with the reason string a real API server uses."""
+
+
+def _not_found(resource: kmock.resource, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{_qualified(resource)} "{name}" not found',
+                    {"name": name, "group": resource.group, "kind": resource.plural})
+
+
+def _conflict(resource: kmock.resource, name: str) -> ApiError:
+    return ApiError(
+        409, "Conflict",
+        f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        {"name": name, "group": resource.group, "kind": resource.plural})
+
+
+def _invalid(resource: kmock.resource, name: str, message: str) -> ApiError:
+    return ApiError(422, "Invalid", f'{_qualified(resource)} "{name}" is invalid: {message}',
+                    {"name": name, "group": resource.group, "kind": resource.plural})
+
+
+def _qualified(resource: kmock.resource) -> str:
+    return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.define
+class Fault:
+    """An injected failure: the next `times` matching requests get `status` and change nothing."""
+
+    method: str
+    resource: kmock.resource
+    subresource: str | None
+    name: str | None
+    times: int
+    status: int
+    hits: int = 0
+    """How many requests this fault has failed so far (for assertions)."""
+
+    def matches(self, request: rendering.Request) -> bool:
+        return (
+            self.hits < self.times
+            and request.method.value == self.method
+            and request.resource == self.resource
+            and request.subresource == self.subresource
+            and (self.name is None or request.name == self.name)
+        )
+
+
+@attrs.define(eq=False)
+class _Watcher:
+    resource: kmock.resource
+    namespace: str | None
+    accepts: Callable[[Body], bool]
+    queue: asyncio.Queue[Body | None] = attrs.field(factory=asyncio.Queue)
+
+    def wants(self, body: Body) -> bool:
+        namespace = body.get("metadata", {}).get("namespace")
+        return (self.namespace is None or namespace == self.namespace) and self.accepts(body)
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """A KubernetesEmulator with real API semantics for objects (see the module docstring).
+
+    Objects stay visible to assertions through kmock's ``emulator.objects[resource, ns, name]``
+    (with their version history); `get` returns the current body as a plain dict.
+    """
+
+    history_limit: int = 100
+    """Versions kept per object in ``objects[...].history``; bounds memory in long benchmarks."""
+    request_log_limit: int = 10_000
+    """Requests kept in ``emulator.requests`` for assertions; bounds memory likewise."""
+    watch_log_limit: int = 10_000
+    """Events kept per resource for watches that resume from a resourceVersion (older: 410)."""
+
+    _counter: Callable[[], int] = attrs.field(factory=lambda: itertools.count(1).__next__,
+                                              init=False)
+    _revision: int = attrs.field(default=0, init=False)
+    _log: dict[kmock.resource, collections.deque[tuple[int, Body]]] = attrs.field(
+        factory=dict, init=False)
+    _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
+    _faults: list[Fault] = attrs.field(factory=list, init=False)
+    _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # Builtin discovery (kinds, verbs, which resources have /status and /scale) from kmock's
+        # bundled snapshot of a real cluster; Kopf needs namespaces, events and CRDs to start.
+        self.resources.load_bundled()
+
+    # ---- test-facing API ---------------------------------------------------------------------
+
+    def install_crd(self, crd: Mapping[str, Any]) -> kmock.resource:
+        """Serve a CustomResourceDefinition: discovery, subresources, and the CRD object."""
+        spec = crd["spec"]
+        group, names = spec["group"], spec["names"]
+        served = [v for v in spec["versions"] if v.get("served", True)]
+        resource = kmock.resource(group, served[0]["name"], names["plural"])
+        for version in served:
+            res = kmock.resource(group, version["name"], names["plural"])
+            self.resources[res] = kmock.ResourceInfo(
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                kind=names["kind"], singular=names.get("singular", names["kind"].lower()),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete",
+                       "deletecollection"},
+                shortnames=set(names.get("shortNames", [])),
+                categories=set(names.get("categories", [])),
+                subresources=set(version.get("subresources", {})),
+            )
+            self._custom.add(res)
+        body = copy.deepcopy(dict(crd))
+        self._store_new(CRDS, None, body)
+        return resource
+
+    def install_crd_file(self, path: str | pathlib.Path) -> list[kmock.resource]:
+        """Install every CRD in a YAML file (e.g. ``crds/scalingpolicies.yaml``)."""
+        docs = yaml.safe_load_all(pathlib.Path(path).read_text())
+        return [self.install_crd(doc) for doc in docs
+                if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+    def fail_next(self, method: str, resource: kmock.resource | str, *,
+                  subresource: str | None = None, name: str | None = None, times: int = 1,
+                  status: int = 409) -> Fault:
+        """Fail the next `times` matching requests with `status` (409 by default), changing nothing.
+
+        ``emulator.fail_next("PATCH", DEPLOYMENTS, subresource="scale", times=2)`` makes the next
+        two scale patches conflict, as when another controller wrote in between.
+        """
+        fault = Fault(method.upper(), kmock.resource(resource), subresource, name, times, status)
+        self._faults.append(fault)
+        return fault
+
+    async def create(self, resource: kmock.resource | str, body: Mapping[str, Any],
+                     namespace: str | None = None) -> Body:
+        """Create an object as a POST would (stamped metadata, watch event); returns it."""
+        resource = kmock.resource(resource)
+        if resource not in self.resources:
+            raise ValueError(f"unknown resource {resource}; install its CRD first")
+        namespace = namespace or body.get("metadata", {}).get("namespace")
+        async with self._lock:
+            return copy.deepcopy(self._create(resource, namespace, copy.deepcopy(dict(body)),
+                                              keep_status=True))
+
+    async def patch(self, resource: kmock.resource | str, namespace: str | None, name: str,
+                    patch: Mapping[str, Any], subresource: str | None = None) -> Body:
+        """Merge-patch an object (or its /status or /scale) as a client would; returns it."""
+        resource = kmock.resource(resource)
+        async with self._lock:
+            return copy.deepcopy(self._write(resource, namespace, name, subresource, "PATCH",
+                                             "application/merge-patch+json", dict(patch)))
+
+    async def delete(self, resource: kmock.resource | str, namespace: str | None,
+                     name: str) -> None:
+        """Delete an object as a DELETE would (finalizers respected)."""
+        resource = kmock.resource(resource)
+        async with self._lock:
+            self._delete(resource, namespace, name)
+
+    def get(self, resource: kmock.resource | str, namespace: str | None, name: str) -> Body | None:
+        """The current body of an object as a plain dict, or None when it does not exist."""
+        obj = self._objects_get((kmock.resource(resource), namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, resource: kmock.resource | str, namespace: str | None = None) -> list[Body]:
+        """Current bodies of a resource (all namespaces when `namespace` is None)."""
+        resource = kmock.resource(resource)
+        return [copy.deepcopy(body) for (res, ns, _), body in self._current()
+                if res == resource and (namespace is None or ns == namespace)]
+
+    def subscribe(self, resource: kmock.resource | str) -> asyncio.Queue[Body | None]:
+        """A queue of watch events ({"type", "object"}) of a resource, for in-process code."""
+        watcher = _Watcher(kmock.resource(resource), None, lambda _: True)
+        self._watchers.add(watcher)
+        return watcher.queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Body | None]) -> None:
+        self._watchers = {w for w in self._watchers if w.queue is not queue}
+
+    def write_kubeconfig(self, path: str | pathlib.Path,
+                         namespace: str = "default") -> pathlib.Path:
+        """Write a kubeconfig pointing at this emulator, for Kopf, kubectl and the client."""
+        path = pathlib.Path(path)
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+            "clusters": [{"name": "emulator", "cluster": {"server": str(self.url).rstrip("/")}}],
+            "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+            "contexts": [{"name": "emulator", "context": {
+                "cluster": "emulator", "user": "emulator", "namespace": namespace}}],
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def close_watches(self) -> None:
+        """End every open watch stream, as an API server does on shutdown."""
+        self._closing = True
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(None)
+
+    # ---- HTTP entry points ------------------------------------------------------------------
+
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        match = _NAMESPACE_PATH.fullmatch(raw.path)
+        if match is None:
+            response = await super().__call__(raw)
+            # kmock records every request; a long benchmark must not keep them all.
+            if len(self._requests) > self.request_log_limit:
+                del self._requests[: len(self._requests) - self.request_log_limit]
+            return response
+        body = await raw.read()
+        request = rendering.Request(
+            method=raw.method, url=raw.url, params=dict(raw.query), headers=dict(raw.headers),
+            body=body, data=json.loads(body) if body else None, raw_request=raw,
+            action=kmock.action.WATCH if raw.query.get("watch") == "true" else None,
+            resource=NAMESPACES, namespace=None, name=match[1], subresource=match[2])
+        return await self._handle(request)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        resource = request.resource
+        if resource is None or resource.plural is None:
+            return await apps.RawHandler._handle(self, request)  # discovery & custom reactions
+        try:
+            for fault in self._faults:
+                if fault.matches(request):
+                    fault.hits += 1
+                    raise ApiError(fault.status, "Injected", f"injected fault {fault.status}")
+            if request.method.value == "GET" and request.params.get("watch") in ("true", "1"):
+                return await self._watch(request)
+            result = await self._serve(request)
+        except kmock.KubernetesError as exc:
+            return aiohttp.web.json_response({
+                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                "code": exc.status, "reason": exc.reason, "message": exc.message,
+                "details": exc.details or {}}, status=exc.status)
+        created = request.method.value == "POST"
+        return aiohttp.web.json_response(result, status=201 if created else 200)
+
+    async def _serve(self, request: rendering.Request) -> Body:
+        resource, name, sub = request.resource, request.name, request.subresource
+        assert resource is not None
+        if resource not in self.resources:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource "
+                                            f"({_qualified(resource)})")
+        method = request.method.value
+        namespace = request.namespace
+        content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
+        async with self._lock:
+            if method == "GET" and name is None:
+                return self._list(resource, namespace, request.params)
+            if method == "GET":
+                return self._read(resource, namespace, name, sub)
+            if method == "POST" and name is None:
+                return self._create(resource, namespace, dict(request.data or {}))
+            if method in ("PATCH", "PUT") and name is not None:
+                return self._write(resource, namespace, name, sub, method, content_type,
+                                   request.data)
+            if method == "DELETE" and name is not None and sub is None:
+                return self._delete(resource, namespace, name)
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {request.url.path}")
+
+    # ---- object semantics (called with the lock held) ----------------------------------------
+
+    def _read(self, resource: kmock.resource, namespace: str | None, name: str,
+              sub: str | None) -> Body:
+        body = self._require(resource, namespace, name)
+        if sub is None or (sub == "status" and self._has_sub(resource, "status")):
+            return body
+        if sub == "scale" and self._has_sub(resource, "scale"):
+            return self._scale_of(resource, body)
+        raise _not_found(resource, f"{name}/{sub}")
+
+    def _create(self, resource: kmock.resource, namespace: str | None, body: Body,
+                keep_status: bool = False) -> Body:
+        meta = body.setdefault("metadata", {})
+        if self.resources[resource].namespaced:
+            namespace = namespace or meta.get("namespace") or "default"
+            meta["namespace"] = namespace
+            self._ensure_namespace(namespace)
+        else:
+            namespace = None
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise _invalid(resource, "", "metadata.name: Required value: name or "
+                                             "generateName is required")
+            meta["name"] = self._generate_name(resource, namespace, meta["generateName"])
+        name = meta["name"]
+        existing = self._objects_get((resource, namespace, name))
+        if existing is not None:
+            raise ApiError(409, "AlreadyExists", f'{_qualified(resource)} "{name}" already exists',
+                           {"name": name, "group": resource.group, "kind": resource.plural})
+        # A real server drops .status on create where status is a subresource; `create()` from a
+        # test may seed it (e.g. a Deployment that is already ready).
+        if not keep_status and self._has_sub(resource, "status"):
+            body.pop("status", None)
+        info = self.resources[resource]
+        body.setdefault("apiVersion", f"{resource.group}/{resource.version}".lstrip("/"))
+        body.setdefault("kind", info.kind)
+        for field in ("resourceVersion", "deletionTimestamp"):
+            meta.pop(field, None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        return self._store_new(resource, namespace, body)
+
+    def _write(self, resource: kmock.resource, namespace: str | None, name: str, sub: str | None,
+               method: str, content_type: str, data: Any) -> Body:
+        current = self._require(resource, namespace, name)
+        if sub == "scale" and self._has_sub(resource, "scale"):
+            return self._write_scale(resource, current, method, content_type, data)
+        if sub not in (None, "status") or (sub == "status"
+                                           and not self._has_sub(resource, "status")):
+            raise _not_found(resource, f"{name}/{sub}")
+        proposed = self._apply(resource, current, method, content_type, data)
+        if self._has_sub(resource, "status"):
+            # A status write may change only .status; any other write never changes .status.
+            keep_from, take_from = (current, proposed) if sub == "status" else (proposed, current)
+            merged = copy.deepcopy(keep_from)
+            merged.pop("status", None)
+            if "status" in take_from:
+                merged["status"] = take_from["status"]
+            if sub == "status":
+                merged["metadata"] = copy.deepcopy(current["metadata"])
+            proposed = merged
+        return self._store_update(resource, current, proposed)
+
+    def _write_scale(self, resource: kmock.resource, current: Body, method: str,
+                     content_type: str, data: Any) -> Body:
+        scale = self._scale_of(resource, current)
+        proposed = self._apply(resource, scale, method, content_type, data)
+        replicas = proposed.get("spec", {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise _invalid(resource, current["metadata"]["name"],
+                           f"spec.replicas: Invalid value: {replicas!r}: "
+                           "must be a non-negative integer")
+        updated = copy.deepcopy(current)
+        updated.setdefault("spec", {})["replicas"] = replicas
+        return self._scale_of(resource, self._store_update(resource, current, updated))
+
+    def _apply(self, resource: kmock.resource, current: Body, method: str, content_type: str,
+               data: Any) -> Body:
+        """The body a write proposes, after the optimistic-concurrency check."""
+        name = current["metadata"]["name"]
+        if method == "PUT":
+            if not isinstance(data, dict):
+                raise _invalid(resource, name, "the body must be an object")
+            proposed = copy.deepcopy(data)
+        elif content_type == _JSON_PATCH:
+            if not isinstance(data, list):
+                raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
+            try:
+                proposed = jsonpatch.apply_patch(current, data, in_place=False)
+            except jsonpatch.JsonPatchTestFailed as exc:
+                raise _invalid(resource, name, f"the test operation failed: {exc}") from exc
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise _invalid(resource, name, str(exc)) from exc
+        elif content_type in _MERGE_TYPES or content_type == _STRATEGIC:
+            if content_type == _STRATEGIC and resource in self._custom:
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - accepted "
+                               f"media types include: {', '.join(sorted(_MERGE_TYPES))}, "
+                               f"{_JSON_PATCH}, application/apply-patch+yaml")
+            if not isinstance(data, dict):
+                raise ApiError(400, "BadRequest", "a merge patch must be an object")
+            # Strategic merge is treated as a merge patch: right for every field foreseer writes.
+            proposed = dict(dicts.merge_patch_dict(current, data))
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+        meta = (data.get("metadata") or {}) if isinstance(data, dict) else {}
+        wanted = meta.get("resourceVersion")
+        if wanted not in (None, "") and wanted != current["metadata"]["resourceVersion"]:
+            raise _conflict(resource, name)
+        return proposed
+
+    def _delete(self, resource: kmock.resource, namespace: str | None, name: str) -> Body:
+        current = self._require(resource, namespace, name)
+        if current["metadata"].get("finalizers"):
+            if current["metadata"].get("deletionTimestamp"):
+                return current
+            updated = copy.deepcopy(current)
+            updated["metadata"]["deletionTimestamp"] = _now()
+            return self._store_update(resource, current, updated, by_server=True)
+        return self._remove(resource, namespace, name, current)
+
+    # ---- storage, versions and watch events ---------------------------------------------------
+
+    def _store_new(self, resource: kmock.resource, namespace: str | None, body: Body) -> Body:
+        body["metadata"]["resourceVersion"] = self._next_version()
+        key = (resource, namespace, body["metadata"]["name"])
+        if key in self._objects:
+            self._objects[key].create(body)
+        else:
+            self._objects[key] = body
+        self._publish(resource, "ADDED", body)
+        return body
+
+    def _store_update(self, resource: kmock.resource, current: Body, proposed: Body,
+                      *, by_server: bool = False) -> Body:
+        meta = proposed.setdefault("metadata", {})
+        old_meta = current["metadata"]
+        # Identity and server-owned fields cannot be changed by a client.
+        for field in ("name", "namespace", "uid", "creationTimestamp", "generation",
+                      "deletionTimestamp"):
+            if by_server and field == "deletionTimestamp":
+                continue
+            if field in old_meta:
+                meta[field] = old_meta[field]
+            else:
+                meta.pop(field, None)
+        if _spec_part(proposed) != _spec_part(current):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        meta["resourceVersion"] = old_meta["resourceVersion"]
+        if proposed == current:
+            return current  # a no-op write does not bump resourceVersion, as on a real server
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._remove(resource, meta.get("namespace"), meta["name"], proposed)
+        meta["resourceVersion"] = self._next_version()
+        obj = self._objects[resource, meta.get("namespace"), meta["name"]]
+        obj.history.append(proposed)
+        if len(obj.history) > self.history_limit:
+            del obj.history[: len(obj.history) - self.history_limit]
+        self._publish(resource, "MODIFIED", proposed)
+        return proposed
+
+    def _remove(self, resource: kmock.resource, namespace: str | None, name: str,
+                last: Body) -> Body:
+        gone = copy.deepcopy(last)
+        gone["metadata"]["resourceVersion"] = self._next_version()
+        self._objects[resource, namespace, name].delete()
+        self._publish(resource, "DELETED", gone)
+        return gone
+
+    def _publish(self, resource: kmock.resource, kind: str, body: Body) -> None:
+        event = {"type": kind, "object": copy.deepcopy(body)}
+        log = self._log.setdefault(resource, collections.deque(maxlen=self.watch_log_limit))
+        log.append((int(body["metadata"]["resourceVersion"]), event))
+        for watcher in self._watchers:
+            if watcher.resource == resource and watcher.wants(body):
+                watcher.queue.put_nowait(event)
+
+    def _next_version(self) -> str:
+        self._revision = self._counter()
+        return str(self._revision)
+
+    def _objects_get(self, key: Key) -> Body | None:
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return self._objects[key].raw
+
+    def _current(self) -> list[tuple[Key, Body]]:
+        return [(key, obj.raw) for key, obj in self._objects.items() if not obj.deleted]
+
+    def _require(self, resource: kmock.resource, namespace: str | None, name: str) -> Body:
+        if not self.resources[resource].namespaced:
+            namespace = None
+        body = self._objects_get((resource, namespace, name))
+        if body is None:
+            raise _not_found(resource, name)
+        return body
+
+    def _has_sub(self, resource: kmock.resource, sub: str) -> bool:
+        return sub in self.resources[resource].subresources
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        if self._objects_get((NAMESPACES, None, namespace)) is None:
+            self._store_new(NAMESPACES, None, {
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "uid": str(uuid.uuid4()),
+                             "creationTimestamp": _now()},
+                "status": {"phase": "Active"}})
+
+    def _generate_name(self, resource: kmock.resource, namespace: str | None, prefix: str) -> str:
+        while True:
+            name = prefix + "".join(random.choices(_SUFFIX_ALPHABET, k=5))
+            if self._objects_get((resource, namespace, name)) is None:
+                return name
+
+    def _scale_of(self, resource: kmock.resource, body: Body) -> Body:
+        """The autoscaling/v1 Scale a real API server derives from a scalable object."""
+        meta = body["metadata"]
+        return {
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {key: meta[key] for key in
+                         ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if key in meta},
+            "spec": {"replicas": int(body.get("spec", {}).get("replicas", 1))},
+            "status": {"replicas": int(body.get("status", {}).get("replicas", 0)),
+                       "selector": format_selector(body.get("spec", {}).get("selector") or {})},
+        }
+
+    def _list(self, resource: kmock.resource, namespace: str | None,
+              params: Mapping[str, str]) -> Body:
+        accepts = _selector_filter(params)
+        items = [body for (res, ns, _), body in self._current()
+                 if res == resource and (namespace is None or ns == namespace) and accepts(body)]
+        info = self.resources[resource]
+        return {"apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
+                "kind": f"{info.kind}List", "metadata": {"resourceVersion": str(self._revision)},
+                "items": items}
+
+    async def _watch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        resource = request.resource
+        assert resource is not None and request._raw_request is not None
+        if resource not in self.resources:
+            raise _not_found(resource, "")
+        params = request.params
+        watcher = _Watcher(resource, request.namespace, _selector_filter(params))
+        since = params.get("resourceVersion") or "0"
+        initial = params.get("sendInitialEvents") == "true"
+        async with self._lock:
+            backlog: list[Body] = []
+            if since == "0" or initial:
+                backlog = [{"type": "ADDED", "object": body} for (res, _, _), body
+                           in self._current() if res == resource and watcher.wants(body)]
+                if initial:
+                    backlog.append({"type": "BOOKMARK", "object": {"metadata": {
+                        "resourceVersion": str(self._revision),
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}})
+            else:
+                log = self._log.get(resource, collections.deque())
+                oldest = log[0][0] if log else self._revision + 1
+                if int(since) < oldest - 1 and len(log) == log.maxlen:
+                    backlog = [{"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                        "reason": "Expired", "message": f"too old resource version: {since}"}}]
+                else:
+                    backlog = [event for rv, event in log
+                           if rv > int(since) and watcher.wants(event["object"])]
+            expired = bool(backlog) and backlog[-1]["type"] == "ERROR"
+            if not self._closing and not expired:
+                self._watchers.add(watcher)
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request._raw_request)
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        try:
+            async with asyncio.timeout(timeout):
+                for event in backlog:
+                    await response.write(json.dumps(event).encode() + b"\n")
+                while watcher in self._watchers:
+                    event = await watcher.queue.get()
+                    if event is None:
+                        break
+                    await response.write(json.dumps(event).encode() + b"\n")
+        except (TimeoutError, ConnectionError):
+            pass  # the server-side timeout, or the client went away
+        finally:
+            self._watchers.discard(watcher)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+
+def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that bumps metadata.generation: all but metadata and status."""
+    return {key: value for key, value in body.items() if key not in ("metadata", "status")}
+
+
+def format_selector(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector as the string form the API uses in Scale.status.selector."""
+    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or [])
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+_REQUIREMENT = re.compile(
+    r"\s*(?:(?P<not>!)\s*(?P<nkey>[^\s,!=()]+)"
+    r"|(?P<key>[^\s,!=()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,()]*)"
+    r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)")
+
+
+def parse_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
+    """A label (or field) selector string as a predicate on a flat label dict.
+
+    Supports the whole selector grammar: ``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``,
+    ``a notin (x)``, ``a`` (exists) and ``!a``. Raises ValueError on anything else.
+    """
+    checks: list[Callable[[Mapping[str, str]], bool]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        match = _REQUIREMENT.match(text, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f"invalid selector {text!r} at position {pos}")
+        pos = match.end()
+        if match["not"]:
+            checks.append(lambda labels, k=match["nkey"]: k not in labels)
+        elif match["op"] in ("=", "=="):
+            checks.append(lambda labels, k=match["key"], v=match["value"]: labels.get(k) == v)
+        elif match["op"] == "!=":
+            checks.append(lambda labels, k=match["key"], v=match["value"]: labels.get(k) != v)
+        elif match["setop"]:
+            values = {v.strip() for v in match["values"].split(",") if v.strip()}
+            if match["setop"] == "in":
+                checks.append(lambda labels, k=match["key"], vs=values: labels.get(k) in vs)
+            else:
+                checks.append(lambda labels, k=match["key"], vs=values: labels.get(k) not in vs)
+        else:
+            checks.append(lambda labels, k=match["key"]: k in labels)
+    return lambda labels: all(check(labels) for check in checks)
+
+
+def _selector_filter(params: Mapping[str, str]) -> Callable[[Body], bool]:
+    try:
+        by_labels = parse_selector(params.get("labelSelector", ""))
+        by_fields = parse_selector(params.get("fieldSelector", ""))
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", str(exc)) from exc
+
+    def accepts(body: Body) -> bool:
+        return by_labels(body.get("metadata", {}).get("labels") or {}) and by_fields(
+            _FieldView(body))
+    return accepts
+
+
+class _FieldView(Mapping[str, str]):
+    """A body seen as ``{"metadata.name": ..., "involvedObject.kind": ...}`` for field selectors."""
+
+    def __init__(self, body: Body) -> None:
+        self._body = body
+
+    def _lookup(self, path: str) -> str | None:
+        value: Any = self._body
+        for part in path.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return None if isinstance(value, dict | list) else str(value)
+
+    def __getitem__(self, key: str) -> str:
+        value = self._lookup(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._lookup(key) is not None
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@contextlib.asynccontextmanager
+async def serving(emulator: Emulator | None = None) -> AsyncIterator[Emulator]:
+    """Run an `Emulator` on a free loopback port; on exit, end its watches, then stop it."""
+    emulator = emulator or Emulator()
+    async with emulator, kmock.Server(emulator):
+        try:
+            yield emulator
+        finally:
+            emulator.close_watches()
+            await asyncio.sleep(0)  # let the stream handlers see the end-of-stream marker
+
+
+def deployment(name: str, namespace: str, replicas: int = 1,
+               labels: Mapping[str, str] | None = None) -> Body:
+    """A minimal Deployment manifest whose pods are selected by ``app=<name>``."""
+    labels = dict(labels or {"app": name})
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
+    }
+
+
+def scalingpolicy_crd() -> Body:
+    """The ScalingPolicy CRD: the generated ``crds/`` manifest when present, else a minimal one.
+
+    The minimal one carries only what the emulator serves (names, scope, the status
+    subresource), so the harness works before ``make crds`` has been run.
+    """
+    from foreseer.operator import specs
+
+    crds = pathlib.Path(__file__).resolve().parents[2] / "crds"
+    for path in sorted(crds.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CustomResourceDefinition" and \
+                    doc["spec"]["group"] == specs.GROUP:
+                return dict(doc)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{specs.PLURAL}.{specs.GROUP}"},
+        "spec": {
+            "group": specs.GROUP, "scope": "Namespaced",
+            "names": {"kind": specs.KIND, "plural": specs.PLURAL,
+                      "singular": specs.KIND.lower(), "shortNames": ["sp"]},
+            "versions": [{"name": specs.VERSION, "served": True, "storage": True,
+                          "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {
+                              "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+        },
+    }
