@@ -56,6 +56,18 @@ class Forecaster(Protocol):
     ) -> Forecast: ...
 
 
+@runtime_checkable
+class Updatable(Protocol):
+    """A fitted forecaster that can move its origin to newer data without a full refit.
+
+    ``update(series)`` keeps what ``fit`` learned (parameters, a model choice,
+    calibration) and conditions on ``series``, the history up to the new origin.
+    Backtests and the operator's tick use it to forecast from every origin cheaply.
+    """
+
+    def update(self, series: Series) -> Self: ...
+
+
 def validate_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
     """Quantile levels, checked to lie strictly between 0 and 1."""
     levels = tuple(float(q) for q in quantiles)

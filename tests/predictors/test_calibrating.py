@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from forecaster_doubles import LastMean, noisy_series
+
+from foreseer.predictors.backtesting import Backtest, BacktestSettings
+from foreseer.predictors.calibrating import Calibrated, CalibrationSettings, conformal_offsets
+from foreseer.predictors.series import Series
+
+SETTINGS = CalibrationSettings(backtest=BacktestSettings(horizon=12, origins=100, stride=5))
+
+
+def unseen_coverage(model: Calibrated, series: Series, first: int, q: float) -> float:
+    """Coverage of the q forecast from every origin after ``first``, each on unseen points."""
+    hits = []
+    for origin in range(first, len(series) - 12, 3):
+        forecast = model.update(series.window(0, origin * series.step))
+        upper = forecast.predict(12, (q,)).quantile(q)
+        hits.append(series.values[origin : origin + 12] <= upper)
+    return float(np.mean(hits))
+
+
+def test_calibrated_q90_is_exceeded_about_ten_percent_of_the_time_on_unseen_data():
+    series = noisy_series(3000, seed=1)
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
+    assert model.fallback_ is None
+    assert unseen_coverage(model, series, 1500, 0.9) == pytest.approx(0.9, abs=0.03)
+
+
+def test_calibration_covers_levels_between_calibrated_ones_by_interpolation():
+    series = noisy_series(3000, seed=2)
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
+    assert unseen_coverage(model, series, 1500, 0.5) == pytest.approx(0.5, abs=0.05)
+    assert unseen_coverage(model, series, 1500, 0.85) == pytest.approx(0.85, abs=0.04)
+
+
+def test_calibration_lifts_a_spreadless_q90_above_the_point_forecast():
+    series = noisy_series(3000, seed=1)
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
+    raw = LastMean(k=12).fit(series.window(0, 1500 * 300)).predict(12, (0.9,)).quantile(0.9)
+    calibrated = model.predict(12, (0.9,)).quantile(0.9)
+    assert (calibrated > raw).all()
+
+
+def test_offsets_grow_with_the_lead_time_when_errors_do():
+    rng = np.random.default_rng(0)
+    errors = rng.standard_normal((200, 6)) * np.arange(1, 7)
+    result = Backtest(np.arange(200), errors, np.zeros((200, 6)), {0.9: np.zeros((200, 6))})
+    offsets = conformal_offsets(result, (0.9,), spread=0.0).at(0.9, 6)
+    np.testing.assert_allclose(offsets, 1.2816 * np.arange(1, 7), rtol=0.2)
+
+
+def test_steps_past_the_calibrated_horizon_reuse_the_last_offset():
+    result = Backtest(np.arange(8), np.ones((8, 2)), np.zeros((8, 2)), {0.9: np.zeros((8, 2))})
+    offsets = conformal_offsets(result, (0.9,))
+    np.testing.assert_allclose(offsets.at(0.9, 4), [1.0, 1.0, 1.0, 1.0])
+
+
+def test_a_history_too_short_to_backtest_is_served_uncalibrated_and_says_so():
+    model = Calibrated(LastMean(), SETTINGS).fit(noisy_series(30))
+    assert "uncalibrated" in model.fallback_
+    forecast = model.predict(3)
+    np.testing.assert_allclose(forecast.quantile(0.9), forecast.mean)
+
+
+def test_quantiles_stay_monotone_across_levels_after_calibration():
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(noisy_series(1500))
+    forecast = model.predict(12, (0.1, 0.5, 0.9, 0.99))
+    stacked = np.vstack([forecast.quantile(q) for q in (0.1, 0.5, 0.9, 0.99)])
+    assert (np.diff(stacked, axis=0) >= 0).all()
+
+
+def test_the_wrapped_prototype_is_never_fitted_itself():
+    prototype = LastMean(k=12)
+    Calibrated(prototype, SETTINGS).fit(noisy_series(1500))
+    assert prototype.fits == 0
