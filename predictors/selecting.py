@@ -1,0 +1,175 @@
+"""`AutoForecaster`: pick the model that under-forecasts least on this series, and calibrate it.
+
+Every candidate is backtested over rolling origins on a recent window. The
+winner has the lowest pinball loss at the requested quantile (0.9 by default),
+because in autoscaling a forecast that runs short costs far more than one that
+runs long. Pinball is measured on *calibrated* quantiles, cross-fitted (the
+offsets applied to one half of the origins come from the other half), so a
+model is judged on what it will actually serve, not on its raw quantiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Self
+
+import numpy as np
+
+from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
+from foreseer.predictors.calibrating import Calibrated, CalibrationSettings, conformal_offsets
+from foreseer.predictors.forecasts import (
+    DEFAULT_QUANTILES,
+    Forecast,
+    validate_horizon,
+    validate_quantiles,
+)
+from foreseer.predictors.histories import checked_values
+from foreseer.predictors.scores import Scores, naive_mae
+from foreseer.predictors.series import FloatArray, Series
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """What the AutoForecaster optimises and how much work its fit may do."""
+
+    window: int = 4032
+    """Most recent points used (14 days at 5 minutes): bounds the fit time on long
+    histories, and old regimes say little about the next hour."""
+    calibration: CalibrationSettings = field(
+        default_factory=lambda: CalibrationSettings(
+            backtest=BacktestSettings(horizon=12, origins=24, stride=12)
+        )
+    )
+    """The backtest shared by selection and calibration (24 origins, one per hour)."""
+    fallback: str = "naive"
+    """Model used, uncalibrated, when the history is too short to backtest."""
+
+    def __post_init__(self) -> None:
+        if self.window < self.calibration.backtest.min_history:
+            raise ValueError("SelectionSettings.window must cover the backtest's min_history")
+
+
+class AutoForecaster:
+    """A Forecaster that backtests its candidates per series and serves the calibrated winner.
+
+    ``models`` names candidates from the registry `foreseer.predictors.models.MODELS`
+    (None: all of them) or maps names to factories; ``quantile`` is the level
+    whose pinball loss picks the winner, the one the scaling acts on.
+
+    Learned state:
+    ``selected_`` the winning candidate's name; ``scores_`` name -> per-step
+    `Scores` (MASE, sMAPE, pinball, coverage at ``quantile``) for every
+    candidate that could be backtested; ``rejected_`` name -> why a candidate
+    could not; ``calibrated_`` the fitted, calibrated winner; ``fallback_`` why
+    the selection was skipped (a short history), or None.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str] | Mapping[str, Factory] | None = None,
+        quantile: float = 0.9,
+        settings: SelectionSettings | None = None,
+    ) -> None:
+        validate_quantiles((quantile,))
+        self.models = models
+        self.quantile = quantile
+        self.settings = settings or SelectionSettings()
+
+    def _candidates(self) -> dict[str, Factory]:
+        if isinstance(self.models, Mapping):
+            candidates = dict(self.models)
+        else:
+            # Imported here: the registry imports every model family, which
+            # callers passing their own factories do not need.
+            from foreseer.predictors.models import MODELS
+
+            names = list(MODELS) if self.models is None else list(self.models)
+            unknown = sorted(set(names) - set(MODELS))
+            if unknown:
+                raise ValueError(f"unknown model(s) {unknown}; known: {sorted(MODELS)}")
+            candidates = {name: MODELS[name] for name in names}
+        if not candidates:
+            raise ValueError("AutoForecaster needs at least one candidate model")
+        return candidates
+
+    def fit(self, series: Series) -> Self:
+        checked_values(series)
+        s = self.settings
+        recent = series.tail(s.window)
+        candidates = self._candidates()
+        cal = s.calibration
+        origins = cal.backtest.origin_indices(recent)
+        self.scores_: dict[str, Scores] = {}
+        self.rejected_: dict[str, str] = {}
+        self.fallback_: str | None = None
+        if origins.size < cal.min_origins:
+            return self._fall_back(recent, candidates, origins.size)
+        levels = tuple(sorted({*cal.levels, self.quantile}))
+        scale = _mase_scale(recent)
+        results: dict[str, Backtest] = {}
+        for name, factory in candidates.items():
+            result = backtest(factory, recent, cal.backtest, levels)
+            if np.isnan(result.mean).all():
+                self.rejected_[name] = "; ".join(result.failures[-1:]) or "no usable origin"
+                continue
+            results[name] = result
+            self.scores_[name] = _cross_fitted_scores(result, cal, self.quantile, scale)
+        if not results:
+            raise ValueError(f"no candidate could be backtested: {self.rejected_}")
+        self.selected_ = min(results, key=lambda n: _mean_or_inf(self.scores_[n].pinball))
+        self.calibrated_ = Calibrated(candidates[self.selected_](), cal).fit_from(
+            recent, results[self.selected_]
+        )
+        return self
+
+    def _fall_back(self, recent: Series, candidates: dict[str, Factory], origins: int) -> Self:
+        s = self.settings
+        name = s.fallback if s.fallback in candidates else next(iter(candidates))
+        self.selected_ = name
+        self.fallback_ = (
+            f"{recent.observed()} observed points allow {origins} backtest origin(s), "
+            f"fewer than {s.calibration.min_origins}: serving {name!r} without selection"
+        )
+        self.calibrated_ = Calibrated(candidates[name](), s.calibration).fit_from(
+            recent, Backtest.empty(s.calibration.backtest.horizon)
+        )
+        return self
+
+    def update(self, series: Series) -> Self:
+        """Condition the winner on newer history, keeping the choice and the calibration."""
+        checked_values(series)
+        self.calibrated_.update(series.tail(self.settings.window))
+        return self
+
+    def predict(
+        self, horizon_steps: int, quantiles: Sequence[float] = DEFAULT_QUANTILES
+    ) -> Forecast:
+        h = validate_horizon(horizon_steps)
+        levels = validate_quantiles(quantiles)
+        forecast = self.calibrated_.predict(h, levels)
+        return dataclasses.replace(forecast, model=self.selected_)
+
+
+def _mase_scale(recent: Series) -> float:
+    """In-sample naive MAE of the window; 1.0 for a flat one so MASE stays defined."""
+    scale = naive_mae(recent.values, 1)
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
+
+
+def _cross_fitted_scores(
+    result: Backtest, cal: CalibrationSettings, q: float, scale: float
+) -> Scores:
+    """Scores of the calibrated q forecast, each half of the origins calibrated on the other."""
+    rows = np.arange(result.origins.size) % 2 == 0
+    upper = np.full_like(result.mean, np.nan)
+    for part in (rows, ~rows):
+        offsets = conformal_offsets(result.subset(~part), (q,), cal.spread, min_origins=1)
+        upper[part] = result.quantile(q)[part] + offsets.at(q, result.horizon)
+    return Scores.of(result.actual, result.mean, upper, q, scale)
+
+
+def _mean_or_inf(values: FloatArray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("inf")
