@@ -37,12 +37,17 @@ class BacktestSettings:
     """Most recent points each fit sees; None fits on all history before the origin."""
     min_history: int = 24
     """Fewest observed points before an origin; earlier origins are skipped."""
+    refit_every: int | None = None
+    """An `Updatable` model is refitted every this many origins and updated in between
+    (None: fitted once at the oldest origin); other models are refitted at every origin."""
 
     def __post_init__(self) -> None:
         validate_horizon(self.horizon)
         for name in ("origins", "stride", "min_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BacktestSettings.{name} must be at least 1")
+        if self.refit_every is not None and self.refit_every < 1:
+            raise ValueError("BacktestSettings.refit_every must be at least 1 (or None)")
         if self.window is not None and self.window < self.min_history:
             raise ValueError("BacktestSettings.window must be at least min_history")
 
@@ -115,11 +120,12 @@ def backtest(
 ) -> Backtest:
     """Fit at each origin on the history before it, forecast ``settings.horizon`` steps.
 
-    A model that is `Updatable` is fitted once at the oldest origin and then
-    moved forward with ``update``, which is what the operator does between
-    retrains; others are refitted at every origin. A ValueError at an origin
-    (for example too little data for that model) leaves that row NaN and is
-    recorded in ``failures``, so one bad origin does not sink a comparison.
+    A model that is `Updatable` is fitted at the oldest origin (and every
+    ``refit_every`` origins) and moved forward with ``update`` in between, which
+    is what the operator does between retrains; others are refitted at every
+    origin. A ValueError at an origin (for example too little data for that
+    model) leaves that row NaN and is recorded in ``failures``, so one bad
+    origin does not sink a comparison.
     """
     levels = validate_quantiles(quantiles)
     origins = settings.origin_indices(series)
@@ -133,6 +139,8 @@ def backtest(
     for row, origin in enumerate(origins):
         actual[row] = series.values[origin : origin + h]
         history = _history(series, int(origin), settings.window)
+        if settings.refit_every is not None and row % settings.refit_every == 0:
+            model = None
         try:
             model = _advance(model, factory, history)
             forecast = model.predict(h, levels)

@@ -68,8 +68,21 @@ def test_an_updatable_model_is_fitted_once_then_moved_forward():
     np.testing.assert_allclose(result.mean[:, 0], result.origins - 1)
 
 
+def test_an_updatable_model_is_refitted_every_refit_every_origins():
+    models: list[UpdatableLastMean] = []
+
+    def factory() -> UpdatableLastMean:
+        models.append(UpdatableLastMean())
+        return models[-1]
+
+    settings = BacktestSettings(horizon=2, origins=6, stride=1, min_history=1, refit_every=4)
+    backtest(factory, line(40), settings)
+    assert [m.updates for m in models] == [3, 1]
+
+
 @pytest.mark.parametrize(
-    ("field", "value"), [("horizon", 0), ("origins", 0), ("stride", 0), ("window", 2)]
+    ("field", "value"),
+    [("horizon", 0), ("origins", 0), ("stride", 0), ("window", 2), ("refit_every", 0)],
 )
 def test_settings_that_cannot_work_are_rejected_with_a_clear_error(field, value):
     with pytest.raises(ValueError, match=field):
