@@ -85,6 +85,11 @@ def test_bad_input_gives_a_clear_value_error(bad, message):
         auto().fit(Series(0.0, 300.0, values))
 
 
+def test_an_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        AutoForecaster(["no-such-model"]).fit(noisy_series(100))
+
+
 def test_the_fit_uses_only_the_recent_window():
     series = Series(0.0, 300.0, np.r_[np.full(5000, 1000.0), np.full(500, 10.0)])
     settings = SelectionSettings(
