@@ -30,7 +30,7 @@ from foreseer.operator import settings
 
 
 def oldest_supported_version() -> str:
-    """The floor of Chart.yaml's kubeVersion, e.g. ">=1.28.0-0" -> "1.28.0"."""
+    """The floor of Chart.yaml's kubeVersion, e.g. ">=1.29.0-0" -> "1.29.0"."""
     constraint = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
     match = re.fullmatch(r">=(\d+\.\d+\.\d+)-0", constraint)
     assert match, f"kubeVersion {constraint!r} is not of the form >=X.Y.Z-0"
