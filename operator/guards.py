@@ -150,9 +150,8 @@ def scale_up_limit(current: int, events: Sequence[Timed], rules: ScalingRules,
         else:
             # Rounded up, or a small deployment could never grow (HPA comment).
             proposals.append(math.ceil(float(start) * (1 + float(policy.value) / 100)))
-    if not proposals:
-        return current
-    return min(proposals) if rules.select_policy is SelectPolicy.MIN else max(proposals)
+    select = min if rules.select_policy is SelectPolicy.MIN else max
+    return select(proposals, default=current)
 
 
 def scale_down_limit(current: int, events: Sequence[Timed], rules: ScalingRules,
@@ -169,10 +168,9 @@ def scale_down_limit(current: int, events: Sequence[Timed], rules: ScalingRules,
         else:
             # Go's int32() truncates toward zero, as Python's int() does.
             proposals.append(int(float(start) * (1 - float(policy.value) / 100)))
-    if not proposals:
-        return current
     # "Min" selects the smallest change, which for scale-down is the largest count.
-    return max(proposals) if rules.select_policy is SelectPolicy.MIN else min(proposals)
+    select = max if rules.select_policy is SelectPolicy.MIN else min
+    return select(proposals, default=current)
 
 
 def rate_policy(value: int, ctx: GuardContext) -> tuple[int, str]:
