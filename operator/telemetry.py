@@ -36,6 +36,9 @@ class Telemetry:
         r = self.registry
         self.forecast = Gauge("foreseer_forecast_value", "Forecast load at the horizon and "
                               "quantile, per metric.", [*POLICY, "metric"], registry=r)
+        self.observed = Gauge("foreseer_observed_value", "Latest load the metric's query "
+                              "returned, per metric (forecast against actual on dashboards).",
+                              [*POLICY, "metric"], registry=r)
         self.forecast_error = Gauge("foreseer_forecast_error_mase", "Live forecast error (MASE "
                                     "against actuals), per metric.", [*POLICY, "metric"],
                                     registry=r)
@@ -66,16 +69,19 @@ class Telemetry:
                                      registry=r)
         self._per_policy = (self.reactive, self.predictive, self.final, self.current,
                             self.lead_time, self.breaker, self.decide_seconds, self.tick_seconds)
-        self._per_metric = (self.forecast, self.forecast_error)
+        self._per_metric = (self.forecast, self.forecast_error, self.observed)
         self._metrics: dict[tuple[str, str], set[str]] = {}
         self._errors: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._directions: dict[tuple[str, str], set[str]] = {}
 
     def observe_metric(self, namespace: str, policy: str, metric: str,
-                       forecast: float | None, error: float | None) -> None:
-        """Record one metric's forecast and live error; None leaves the last value out."""
+                       forecast: float | None, error: float | None,
+                       observed: float | None = None) -> None:
+        """Record one metric's forecast, live error and latest actual value; None leaves the
+        value out (a missing metric is never exported as zero)."""
         self._metrics.setdefault((namespace, policy), set()).add(metric)
-        for gauge, value in ((self.forecast, forecast), (self.forecast_error, error)):
+        for gauge, value in ((self.forecast, forecast), (self.forecast_error, error),
+                             (self.observed, observed)):
             if value is not None:
                 gauge.labels(namespace, policy, metric).set(value)
             elif _has(gauge, namespace, policy, metric):
