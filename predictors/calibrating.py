@@ -69,14 +69,18 @@ class Offsets:
         return cls(tuple(sorted(levels)), np.zeros((len(levels), horizon)), 0)
 
     def at(self, q: float, horizon: int) -> FloatArray:
-        """Offsets of level ``q`` for ``horizon`` steps; later steps repeat the last one."""
+        """Offsets of level ``q`` for ``horizon`` steps; later steps repeat the last one.
+
+        A level between two calibrated ones blends their offsets linearly; one
+        outside the calibrated range takes the nearest level's.
+        """
         cols = np.minimum(np.arange(horizon), self.values.shape[1] - 1)
-        table = self.values[:, cols]
-        if len(self.levels) == 1:
-            return np.asarray(table[0], dtype=np.float64)
-        return np.array(
-            [np.interp(q, self.levels, table[:, j]) for j in range(horizon)], dtype=np.float64
-        )
+        upper = int(np.clip(np.searchsorted(self.levels, q), 1, max(1, len(self.levels) - 1)))
+        lower = upper - 1 if len(self.levels) > 1 else 0
+        span = self.levels[upper] - self.levels[lower] if len(self.levels) > 1 else 1.0
+        weight = float(np.clip((q - self.levels[lower]) / span, 0.0, 1.0)) if span else 0.0
+        rows = self.values[:, cols]
+        return np.asarray((1 - weight) * rows[lower] + weight * rows[min(upper, len(rows) - 1)])
 
     def apply(self, forecast: Forecast) -> Forecast:
         """The forecast with every quantile shifted, kept monotone across levels."""
