@@ -28,7 +28,7 @@ Use it through `serving()`, which also closes the watch streams before the HTTP 
 
     async with serving() as emulator:
         emulator.write_kubeconfig(tmp_path / "kubeconfig")
-        await emulator.create(DEPLOYMENTS, deployment("web", "ns", replicas=2))
+        await emulator.create_object(DEPLOYMENTS, deployment("web", "ns", replicas=2))
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Emulator(kmock.KubernetesEmulator):
         self._faults.append(fault)
         return fault
 
-    async def create(self, resource: kmock.resource | str, body: Mapping[str, Any],
+    async def create_object(self, resource: kmock.resource | str, body: Mapping[str, Any],
                      namespace: str | None = None) -> Body:
         """Create an object as a POST would (stamped metadata, watch event); returns it."""
         resource = kmock.resource(resource)
@@ -223,7 +223,7 @@ class Emulator(kmock.KubernetesEmulator):
             return copy.deepcopy(self._create(resource, namespace, copy.deepcopy(dict(body)),
                                               keep_status=True))
 
-    async def patch(self, resource: kmock.resource | str, namespace: str | None, name: str,
+    async def patch_object(self, resource: kmock.resource | str, namespace: str | None, name: str,
                     patch: Mapping[str, Any], subresource: str | None = None) -> Body:
         """Merge-patch an object (or its /status or /scale) as a client would; returns it."""
         resource = kmock.resource(resource)
@@ -231,19 +231,21 @@ class Emulator(kmock.KubernetesEmulator):
             return copy.deepcopy(self._write(resource, namespace, name, subresource, "PATCH",
                                              "application/merge-patch+json", dict(patch)))
 
-    async def delete(self, resource: kmock.resource | str, namespace: str | None,
+    async def delete_object(self, resource: kmock.resource | str, namespace: str | None,
                      name: str) -> None:
         """Delete an object as a DELETE would (finalizers respected)."""
         resource = kmock.resource(resource)
         async with self._lock:
             self._delete(resource, namespace, name)
 
-    def get(self, resource: kmock.resource | str, namespace: str | None, name: str) -> Body | None:
+    def read_object(self, resource: kmock.resource | str, namespace: str | None,
+                    name: str) -> Body | None:
         """The current body of an object as a plain dict, or None when it does not exist."""
         obj = self._objects_get((kmock.resource(resource), namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, resource: kmock.resource | str, namespace: str | None = None) -> list[Body]:
+    def list_objects(self, resource: kmock.resource | str,
+                     namespace: str | None = None) -> list[Body]:
         """Current bodies of a resource (all namespaces when `namespace` is None)."""
         resource = kmock.resource(resource)
         return [copy.deepcopy(body) for (res, ns, _), body in self._current()

@@ -1,0 +1,140 @@
+"""A tiny Deployment controller for the emulator: replicas become pods that get Ready later.
+
+No kube-controller-manager runs next to kmock, so a scaled Deployment would never get pods or a
+status. foreseer measures replica readiness lead time from pods' Ready conditions and the
+Deployment's status, and the exporter's load per ready replica follows ``status.readyReplicas``,
+so this controller does the minimum a real one does, through the emulator's own write paths
+(every change has a resourceVersion and a watch event)::
+
+    async with DeploymentController(emulator, ready_after=2.0):
+        await emulator.patch_object(DEPLOYMENTS, "ns", "web", {"spec": {"replicas": 4}}, "scale")
+        # ~2s later: 4 pods Ready, status.readyReplicas == 4
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from harness.emulator import DEPLOYMENTS, PODS, Emulator
+
+
+def _stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.define
+class DeploymentController:
+    """Reconciles every Deployment in the emulator into pods and a status."""
+
+    emulator: Emulator
+    ready_after: float = 2.0
+    """Seconds from a pod's creation until it turns Ready: the lead time foreseer must learn."""
+    resync: float = 0.2
+    """Seconds between reconciliations when no Deployment event arrives."""
+    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+    _born: dict[str, float] = attrs.field(factory=dict, init=False)
+
+    async def __aenter__(self) -> DeploymentController:
+        self._task = asyncio.create_task(self._run(), name="deployment-controller")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        queue = self.emulator.subscribe(DEPLOYMENTS)
+        try:
+            while True:
+                for body in self.emulator.list_objects(DEPLOYMENTS):
+                    await self.reconcile(body)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.get(), self.resync)
+        finally:
+            self.emulator.unsubscribe(queue)
+
+    async def reconcile(self, deployment: dict[str, Any]) -> None:
+        meta = deployment["metadata"]
+        namespace, uid = meta["namespace"], meta["uid"]
+        desired = int(deployment.get("spec", {}).get("replicas", 1))
+        pods = [pod for pod in self.emulator.list_objects(PODS, namespace)
+                if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences", []))]
+        for _ in range(desired - len(pods)):
+            pods.append(await self._create_pod(deployment))
+        if len(pods) > desired:
+            # Like the ReplicaSet controller: not-ready pods go first, then the newest.
+            pods.sort(key=lambda pod: (_ready(pod), pod["metadata"]["creationTimestamp"]))
+            for pod in pods[: len(pods) - desired]:
+                await self.emulator.delete_object(PODS, namespace, pod["metadata"]["name"])
+                self._born.pop(pod["metadata"]["uid"], None)
+            pods = pods[len(pods) - desired:]
+        now = time.monotonic()
+        for index, pod in enumerate(pods):
+            born = self._born.setdefault(pod["metadata"]["uid"], now)
+            if not _ready(pod) and now - born >= self.ready_after:
+                pods[index] = await self.emulator.patch_object(
+                    PODS, namespace, pod["metadata"]["name"],
+                    _pod_status(ready=True, scheduled=pod["metadata"]["creationTimestamp"]),
+                    "status")
+        ready = sum(_ready(pod) for pod in pods)
+        status = {"observedGeneration": meta.get("generation", 1), "replicas": len(pods),
+                  "updatedReplicas": len(pods), "readyReplicas": ready,
+                  "availableReplicas": ready, "unavailableReplicas": len(pods) - ready}
+        if {key: deployment.get("status", {}).get(key) for key in status} != status:
+            await self.emulator.patch_object(DEPLOYMENTS, namespace, meta["name"],
+                                             {"status": status}, "status")
+
+    async def _create_pod(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        meta = deployment["metadata"]
+        template = deployment.get("spec", {}).get("template", {})
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": f"{meta['name']}-", "namespace": meta["namespace"],
+                "labels": dict(template.get("metadata", {}).get("labels", {})),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": meta["name"], "uid": meta["uid"],
+                                     "controller": True}],
+            },
+            "spec": template.get("spec", {}),
+            **_pod_status(ready=False, scheduled=_stamp()),
+        }
+        created = await self.emulator.create_object(PODS, pod)
+        self._born[created["metadata"]["uid"]] = time.monotonic()
+        return created
+
+
+def _pod_status(ready: bool, scheduled: str) -> dict[str, Any]:
+    now = _stamp()
+    flag = "True" if ready else "False"
+    return {"status": {
+        "phase": "Running" if ready else "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+        ],
+    }}
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions", []))
+
+
+def ready_replicas(emulator: Emulator, namespace: str, name: str) -> Callable[[], int]:
+    """A callback for `harness.exporter.Workload`: the Deployment's ``status.readyReplicas``."""
+
+    def read() -> int:
+        body = emulator.read_object(DEPLOYMENTS, namespace, name) or {}
+        return int(body.get("status", {}).get("readyReplicas", 0))
+    return read

@@ -1,0 +1,191 @@
+"""The emulator behaves like an API server where foreseer depends on it (through real clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+
+from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment, parse_selector
+from harness.waiting import until
+from harness.workloads import DeploymentController
+
+T = TypeVar("T")
+ApiException = kubernetes.client.ApiException
+
+
+@pytest.fixture
+def client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    return kubernetes.config.new_client_from_config(str(kubeconfig))
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking client call off the loop that serves the emulator."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_every_write_changes_the_resource_version_and_only_spec_changes_bump_generation(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    apps = kubernetes.client.AppsV1Api(client)
+    created = await call(apps.create_namespaced_deployment, "shop", deployment("web", "shop", 2))
+    assert created.metadata.uid and created.metadata.creation_timestamp
+    assert created.metadata.generation == 1
+    scaled = await call(apps.patch_namespaced_deployment, "web", "shop", {"spec": {"replicas": 3}})
+    status = await call(apps.patch_namespaced_deployment_status, "web", "shop",
+                        {"status": {"readyReplicas": 3}})
+    versions = [int(created.metadata.resource_version), int(scaled.metadata.resource_version),
+                int(status.metadata.resource_version)]
+    assert versions == sorted(set(versions))
+    assert (scaled.metadata.generation, status.metadata.generation) == (2, 2)
+
+
+async def test_a_stale_resource_version_is_rejected_with_409_and_changes_nothing(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    apps = kubernetes.client.AppsV1Api(client)
+    old = await call(apps.create_namespaced_deployment, "shop", deployment("web", "shop", 2))
+    await call(apps.patch_namespaced_deployment, "web", "shop", {"spec": {"replicas": 3}})
+    stale = {"metadata": {"resourceVersion": old.metadata.resource_version},
+             "spec": {"replicas": 9}}
+    with pytest.raises(ApiException) as raised:
+        await call(apps.patch_namespaced_deployment_scale, "web", "shop", stale)
+    assert raised.value.status == 409
+    assert emulator.read_object(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 3
+
+
+async def test_the_scale_subresource_is_a_real_scale_and_writes_only_spec_replicas(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    apps = kubernetes.client.AppsV1Api(client)
+    await call(apps.create_namespaced_deployment, "shop", deployment("web", "shop", 2))
+    await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"status": {"replicas": 2}}, "status")
+    scale = await call(apps.read_namespaced_deployment_scale, "web", "shop")
+    assert (scale.kind, scale.api_version) == ("Scale", "autoscaling/v1")
+    assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (2, 2, "app=web")
+    patched = await call(apps.patch_namespaced_deployment_scale, "web", "shop",
+                         {"spec": {"replicas": 5}, "status": {"replicas": 99}})
+    assert (patched.kind, patched.spec.replicas, patched.status.replicas) == ("Scale", 5, 2)
+    body = emulator.read_object(DEPLOYMENTS, "shop", "web")
+    assert body["spec"]["replicas"] == 5 and body["status"] == {"replicas": 2}
+    assert body["spec"]["template"] == deployment("web", "shop")["spec"]["template"]
+
+
+async def test_a_status_write_changes_only_status_and_a_main_write_never_status(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    custom = kubernetes.client.CustomObjectsApi(client)
+    policy = {"apiVersion": "foreseer.dev/v1alpha1", "kind": "ScalingPolicy",
+              "metadata": {"name": "p"}, "spec": {"maxReplicas": 3}, "status": {"seed": 1}}
+    created = await call(custom.create_namespaced_custom_object, "foreseer.dev", "v1alpha1",
+                         "shop", "scalingpolicies", policy)
+    assert "status" not in created  # dropped on create, as for any status subresource
+    await call(custom.patch_namespaced_custom_object_status, "foreseer.dev", "v1alpha1", "shop",
+               "scalingpolicies", "p", {"status": {"replicas": 2}, "spec": {"maxReplicas": 9}})
+    await call(custom.patch_namespaced_custom_object, "foreseer.dev", "v1alpha1", "shop",
+               "scalingpolicies", "p", {"status": {"replicas": 7}, "spec": {"maxReplicas": 4}})
+    body = emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")
+    assert body["spec"] == {"maxReplicas": 4} and body["status"] == {"replicas": 2}
+    assert body["metadata"]["generation"] == 2
+
+
+async def test_a_strategic_merge_patch_of_a_custom_resource_is_rejected_with_415(
+        emulator: Emulator) -> None:
+    await emulator.create_object("foreseer.dev/v1alpha1/scalingpolicies",
+                          {"metadata": {"name": "p", "namespace": "shop"}, "spec": {}})
+    response = await emulator.patch(
+        "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies/p",
+        data=json.dumps({"spec": {"x": 1}}),
+        headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert response.status == 415
+    assert emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")["spec"] == {}
+
+
+async def test_events_posted_with_generate_name_get_unique_names(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    core = kubernetes.client.CoreV1Api(client)
+    event = {"metadata": {"generateName": "web."}, "reason": "Scaled",
+             "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "shop"}}
+    names = {(await call(core.create_namespaced_event, "shop", event)).metadata.name
+             for _ in range(5)}
+    assert len(names) == 5 and all(name.startswith("web.") for name in names)
+    selected = await call(core.list_namespaced_event, "shop",
+                          field_selector="involvedObject.name=web,reason=Scaled")
+    assert len(selected.items) == 5 and len(emulator.list_objects(EVENTS, "shop")) == 5
+
+
+async def test_missing_objects_are_404_and_namespaces_can_be_listed(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    apps, core = kubernetes.client.AppsV1Api(client), kubernetes.client.CoreV1Api(client)
+    with pytest.raises(ApiException) as raised:
+        await call(apps.read_namespaced_deployment_scale, "ghost", "shop")
+    assert raised.value.status == 404
+    assert json.loads(raised.value.body)["reason"] == "NotFound"
+    await call(apps.create_namespaced_deployment, "shop", deployment("web", "shop"))
+    names = [ns.metadata.name for ns in (await call(core.list_namespace)).items]
+    assert names == ["shop"]
+    assert (await call(core.read_namespace, "shop")).status.phase == "Active"
+
+
+async def test_injected_faults_fail_the_next_scale_patches_then_clear(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    apps = kubernetes.client.AppsV1Api(client)
+    await call(apps.create_namespaced_deployment, "shop", deployment("web", "shop", 2))
+    fault = emulator.fail_next("PATCH", DEPLOYMENTS, subresource="scale", times=2)
+    for _ in range(2):
+        with pytest.raises(ApiException) as raised:
+            await call(apps.patch_namespaced_deployment_scale, "web", "shop",
+                       {"spec": {"replicas": 4}})
+        assert raised.value.status == 409
+    assert emulator.read_object(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 2
+    await call(apps.patch_namespaced_deployment_scale, "web", "shop", {"spec": {"replicas": 4}})
+    assert fault.hits == 2
+    assert emulator.read_object(DEPLOYMENTS, "shop", "web")["spec"]["replicas"] == 4
+
+
+async def test_deletion_waits_until_the_finalizers_are_removed(emulator: Emulator) -> None:
+    resource = "foreseer.dev/v1alpha1/scalingpolicies"
+    await emulator.create_object(resource, {"metadata": {"name": "p", "namespace": "shop",
+                                                  "finalizers": ["x"]}, "spec": {}})
+    await emulator.delete_object(resource, "shop", "p")
+    assert emulator.read_object(resource, "shop", "p")["metadata"]["deletionTimestamp"]
+    await emulator.patch_object(resource, "shop", "p", {"metadata": {"finalizers": None}})
+    assert emulator.read_object(resource, "shop", "p") is None
+
+
+async def test_a_watch_resumes_after_a_resource_version_and_filters_by_label(
+        emulator: Emulator) -> None:
+    first = await emulator.create_object(DEPLOYMENTS, deployment("web", "shop"))
+    await emulator.create_object(DEPLOYMENTS, deployment("db", "shop"))
+    await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 2}})
+    url = (f"/apis/apps/v1/namespaces/shop/deployments?watch=true&timeoutSeconds=1"
+           f"&labelSelector=app%3Dweb&resourceVersion={first['metadata']['resourceVersion']}")
+    async with asyncio.timeout(10):
+        response = await emulator.get(url)
+        text = await response.text()
+    events = [json.loads(line) for line in text.splitlines()]
+    assert [(e["type"], e["object"]["spec"]["replicas"]) for e in events] == [("MODIFIED", 2)]
+
+
+def test_label_selectors_support_the_set_based_grammar() -> None:
+    selects = parse_selector("app in (web, api),tier!=db,!canary,zone")
+    assert selects({"app": "web", "tier": "front", "zone": "a"})
+    assert not selects({"app": "web", "zone": "a", "canary": "1"})
+    assert not selects({"app": "db", "zone": "a"})
+    with pytest.raises(ValueError, match="invalid selector"):
+        parse_selector("app in web")
+
+
+async def test_the_deployment_controller_makes_pods_ready_after_the_delay(
+        emulator: Emulator, deployments: DeploymentController) -> None:
+    await emulator.create_object(DEPLOYMENTS, deployment("web", "shop", 1))
+    await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 3}}, "scale")
+    def status() -> dict[str, Any]:
+        return emulator.read_object(DEPLOYMENTS, "shop", "web").get("status", {})
+
+    await until(lambda: status().get("replicas") == 3, 10, "3 pods")
+    assert status()["readyReplicas"] < 3
+    await until(lambda: status().get("readyReplicas") == 3, 10, "3 ready pods")
+    pods = emulator.list_objects("v1/pods", "shop")
+    assert len(pods) == 3 and all(p["metadata"]["labels"] == {"app": "web"} for p in pods)
