@@ -1,0 +1,226 @@
+"""Hypothesis properties of decide() over random valid policies and hostile metric streams.
+
+Streams mix healthy loads with NaN, infinities, negative and huge values, typed outages,
+absent metrics, broken or untrusted forecasts, failing scale writes and irregular
+intervals; replicas may start outside [min, max].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from engine_builders import T0
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from foreseer.operator.deciding import (
+    Decision,
+    ForecastInput,
+    MetricOutage,
+    Observation,
+    OutageKind,
+    decide,
+)
+from foreseer.operator.specs import (
+    MetricsOutagePolicy,
+    Mode,
+    PolicyType,
+    ScalingPolicySpec,
+    ScalingRules,
+    SelectPolicy,
+)
+from foreseer.operator.statuses import ScalingPolicyStatus
+
+NAMES = ("rps", "queue", "cpu")
+
+policies = st.lists(st.fixed_dictionaries({
+    "type": st.sampled_from(["Pods", "Percent"]),
+    "value": st.integers(1, 500),
+    "periodSeconds": st.integers(1, 300),
+}), min_size=1, max_size=3)
+rules = st.fixed_dictionaries({}, optional={
+    "stabilizationWindowSeconds": st.integers(0, 600),
+    "selectPolicy": st.sampled_from(["Max", "Min", "Disabled"]),
+    "policies": policies,
+})
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> ScalingPolicySpec:
+    low = draw(st.integers(0, 20))
+    high = draw(st.integers(max(low, 1), low + 60))
+    count = draw(st.integers(1, 3))
+    backoff = draw(st.integers(1, 120))
+    body: dict[str, Any] = {
+        "scaleTargetRef": {"name": "web"},
+        "minReplicas": low,
+        "maxReplicas": high,
+        "mode": draw(st.sampled_from(["Auto", "Reactive", "Observe"])),
+        "metrics": [{"name": n, "query": f"sum({n})",
+                     "targetPerReplica": draw(st.floats(1e-3, 1e6))} for n in NAMES[:count]],
+        "behavior": draw(st.fixed_dictionaries(
+            {"tolerance": st.floats(0, 0.99)}, optional={"scaleUp": rules, "scaleDown": rules})),
+        "guards": {
+            "metricsOutage": draw(st.sampled_from(["FreezeScaleDown", "Hold"])),
+            "circuitBreaker": {"failureThreshold": draw(st.integers(1, 5)),
+                               "minBackoff": f"{backoff}s",
+                               "maxBackoff": f"{backoff * draw(st.integers(1, 20))}s"},
+            "forecastTrust": {"maxErrorRatio": draw(st.floats(0.1, 2.0))},
+        },
+    }
+    return ScalingPolicySpec.model_validate(body)
+
+
+values = st.one_of(
+    st.floats(0, 1e5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -1.0, 1e300, math.nan, math.inf, -math.inf]),
+    st.builds(MetricOutage, st.sampled_from(list(OutageKind)), st.text(max_size=5)),
+)
+forecasts = st.builds(
+    ForecastInput,
+    value=st.one_of(st.floats(0, 1e5), st.floats(allow_nan=True, allow_infinity=True)),
+    model=st.sampled_from(["seasonal", "ewma"]),
+    mase=st.one_of(st.none(), st.floats(0, 3), st.just(math.nan)),
+    horizon=st.floats(0, 3600),
+    quantile=st.just(0.9),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    after: float
+    metrics: dict[str, float | MetricOutage]
+    forecasts: dict[str, ForecastInput]
+    apply_fails: bool
+
+
+steps = st.builds(
+    Step,
+    after=st.floats(0.5, 400),
+    metrics=st.dictionaries(st.sampled_from(NAMES), values, max_size=3),
+    forecasts=st.dictionaries(st.sampled_from(NAMES), forecasts, max_size=3),
+    apply_fails=st.sampled_from([False] * 9 + [True]),  # one write in ten fails
+)
+streams = st.lists(steps, min_size=1, max_size=30)
+
+
+@dataclass
+class Cycle:
+    """What one cycle saw and decided."""
+
+    current: int
+    now: float
+    metrics: dict[str, float | MetricOutage]
+    decision: Decision
+    applied: bool
+
+
+def run(spec: ScalingPolicySpec, replicas: int, stream: list[Step],
+        restart_every_cycle: bool = False) -> list[Cycle]:
+    """The closed loop: apply each decision unless the step says the write fails."""
+    state, now, error, cycles = ScalingPolicyStatus(), T0, None, []
+    for step in stream:
+        now += step.after
+        if restart_every_cycle:
+            state = ScalingPolicyStatus.model_validate_json(state.model_dump_json(by_alias=True))
+        decision = decide(spec, Observation(replicas, step.metrics, scale_error=error),
+                          step.forecasts, state, now, seed="uid")
+        moved = decision.replicas != replicas
+        applied = moved and not step.apply_fails
+        cycles.append(Cycle(replicas, now, step.metrics, decision, applied))
+        error = "conflict" if moved and step.apply_fails else None
+        replicas = decision.replicas if applied else replicas
+        state = decision.new_state
+    return cycles
+
+
+def is_missing(value: float | MetricOutage | None) -> bool:
+    return not isinstance(value, float | int) or not (math.isfinite(value) and value >= 0)
+
+
+ENGINE = settings(max_examples=150, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_the_result_is_always_within_min_and_max(spec: ScalingPolicySpec, replicas: int,
+                                                 stream: list[Step]) -> None:
+    for cycle in run(spec, replicas, stream):
+        d = cycle.decision
+        assert spec.min_replicas <= d.final <= spec.max_replicas
+        if spec.mode is Mode.OBSERVE:
+            assert d.replicas == cycle.current
+        else:
+            assert d.replicas == d.final
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_no_scale_down_while_any_metric_is_missing(spec: ScalingPolicySpec, replicas: int,
+                                                   stream: list[Step]) -> None:
+    for cycle in run(spec, replicas, stream):
+        inside = spec.min_replicas <= cycle.current <= spec.max_replicas
+        if inside and any(is_missing(cycle.metrics.get(m.name)) for m in spec.metrics):
+            assert cycle.decision.replicas >= cycle.current
+            if spec.guards.metrics_outage is MetricsOutagePolicy.HOLD:
+                assert cycle.decision.replicas == cycle.current
+
+
+def allowed(rules: ScalingRules, current: int, changes: list[tuple[float, int]],
+            now: float, up: bool) -> int:
+    """The HPA's rate limit, from the loop's own record of the changes that happened."""
+    if rules.select_policy is SelectPolicy.DISABLED:
+        return current
+    proposals = []
+    for policy in rules.policies or ():
+        net = sum(c for t, c in changes if t > now - policy.period_seconds)
+        start = current - net
+        if policy.type is PolicyType.PODS:
+            proposals.append(start + policy.value if up else start - policy.value)
+        elif up:
+            proposals.append(math.ceil(start * (1 + policy.value / 100)))
+        else:
+            proposals.append(int(start * (1 - policy.value / 100)))
+    most_change = rules.select_policy is SelectPolicy.MAX
+    return (max if most_change == up else min)(proposals)
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_rate_policies_are_never_exceeded(spec: ScalingPolicySpec, replicas: int,
+                                          stream: list[Step]) -> None:
+    changes: list[tuple[float, int]] = []
+    for cycle in run(spec, replicas, stream):
+        current, target = cycle.current, cycle.decision.replicas
+        if spec.min_replicas <= current <= spec.max_replicas:  # else: straight to the bound
+            if target > current:
+                assert target <= allowed(spec.behavior.up(), current, changes, cycle.now, True)
+            if target < current:
+                assert target >= allowed(spec.behavior.down(), current, changes, cycle.now,
+                                         False)
+        if cycle.applied:
+            changes.append((cycle.now, target - current))
+
+
+def outcome(cycles: list[Cycle]) -> list[tuple[Any, ...]]:
+    return [(c.decision.replicas, c.decision.reason, c.decision.limited_by,
+             c.decision.new_state) for c in cycles]
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_the_same_inputs_give_the_same_decisions(spec: ScalingPolicySpec, replicas: int,
+                                                 stream: list[Step]) -> None:
+    assert outcome(run(spec, replicas, stream)) == outcome(run(spec, replicas, stream))
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_restarting_from_the_status_every_cycle_changes_no_decision(
+        spec: ScalingPolicySpec, replicas: int, stream: list[Step]) -> None:
+    assert outcome(run(spec, replicas, stream, restart_every_cycle=True)) == \
+        outcome(run(spec, replicas, stream))
