@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -42,10 +42,15 @@ MAX_MODELS = 16
 MAX_DURATION_LENGTH = 32
 NAME_LENGTH = 63
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
-AUTO = "auto"
+AUTO: Final = "auto"
 # A duration all of whose numbers are zero ("0s", "0m0.0s"); `[.]` avoids escaping in CEL.
 ZERO_DURATION_PATTERN = r"^(0+([.]0+)?(ms|s|m|h|d|w))+$"
 HORIZON_PATTERN = rf"^({AUTO}|{DURATION_PATTERN[1:-1]})$"
+# The model families of foreseer.predictors.models.MODELS (a test keeps them equal). Listed
+# here so that the CRD refuses an unknown name at apply time, and so that the API does not
+# import scikit-learn.
+ModelName = Literal[
+    "auto", "naive", "seasonal_naive", "ewma", "holt_winters", "fourier", "boosting"]
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -164,7 +169,7 @@ class ForecastSpec(Model):
     history: Duration = Field("7d", description="How much history to fit on.")
     step: Duration = Field("1m", description="Resolution of the history.")
     quantile: Number = Field(0.9, gt=0, lt=1, description="Forecast quantile to provision for.")
-    models: list[Annotated[str, Field(max_length=NAME_LENGTH, pattern=NAME_PATTERN)]] = Field(
+    models: list[ModelName] = Field(
         [AUTO], min_length=1, max_length=MAX_MODELS,
         description="[auto] selects the best model by backtest; or a list of model names to "
                     "select among.",
@@ -180,7 +185,7 @@ class ForecastSpec(Model):
 
     @field_validator("models")
     @classmethod
-    def _check_models(cls, models: list[str]) -> list[str]:
+    def _check_models(cls, models: list[ModelName]) -> list[ModelName]:
         if len(set(models)) != len(models):
             raise ValueError(f"must not repeat a name: {models}")
         if AUTO in models and len(models) > 1:

@@ -149,7 +149,7 @@ CEL_CASES: list[tuple[str, dict[str, Any], str]] = [
      "must be longer than 0s"),
     ("zero max backoff", with_("guards.circuitBreaker.maxBackoff", "0.0m"),
      "must be longer than 0s"),
-    ("auto with a model", with_("forecast.models", ["holt-winters", "auto"]),
+    ("auto with a model", with_("forecast.models", ["holt_winters", "auto"]),
      "auto selects among all models"),
 ]
 
@@ -186,8 +186,8 @@ _FIELDS = {
     "metrics.0.name": st.sampled_from(["rps", "a", "a-b_c", "A", "-a", "", "a" * 64]),
     "forecast.horizon": st.sampled_from(["auto", "5m", "0s", "Auto", "5"]),
     "forecast.quantile": st.sampled_from([0.5, 0.9, 0.999, 0, 1, 1.1, -0.1]),
-    "forecast.models": st.sampled_from([["auto"], ["naive"], ["a", "b"], [], ["auto", "a"],
-                                        ["a", "a"], "auto"]),
+    "forecast.models": st.sampled_from([["auto"], ["naive"], ["ewma", "fourier"], [],
+                                        ["auto", "ewma"], ["ewma", "ewma"], ["x"], "auto"]),
     "behavior.tolerance": st.sampled_from([0, 0.1, 0.99, 1, -0.01]),
     "behavior.scaleDown.stabilizationWindowSeconds": st.sampled_from([0, 300, 3600, 3601, -1,
                                                                       None]),

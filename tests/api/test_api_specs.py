@@ -3,7 +3,7 @@ rejected with a message that names the offending field."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import ValidationError
@@ -15,6 +15,7 @@ from foreseer.operator.specs import (
     Behavior,
     MetricsOutagePolicy,
     Mode,
+    ModelName,
     PolicyType,
     ScalingPolicyRule,
     ScalingPolicySpec,
@@ -107,3 +108,9 @@ def test_auto_models_mean_every_candidate_and_a_list_means_those() -> None:
     assert ScalingPolicySpec.model_validate(BASE).forecast.candidates is None
     listed = ScalingPolicySpec.model_validate(with_("forecast.models", ["naive", "fourier"]))
     assert listed.forecast.candidates == ("naive", "fourier")
+
+
+def test_the_model_names_are_those_of_the_predictor_registry() -> None:
+    from foreseer.predictors.models import MODELS
+
+    assert set(get_args(ModelName)) == {"auto", *MODELS}
