@@ -76,6 +76,8 @@ class Backtest:
     """Quantile level -> forecasts."""
     failures: tuple[str, ...] = ()
     """Why the model failed at some origins (its ValueError messages)."""
+    last: Forecaster | None = field(default=None, compare=False, repr=False)
+    """The model as it stood at the latest origin, for a caller to move on instead of refit."""
 
     @classmethod
     def empty(cls, horizon: int) -> Backtest:
@@ -109,6 +111,7 @@ class Backtest:
             self.mean[rows],
             {q: v[rows] for q, v in self.quantiles.items()},
             self.failures,
+            self.last,
         )
 
 
@@ -149,7 +152,7 @@ def backtest(
             failures.append(f"origin {int(origin)}: {exc}")
             continue
         _store(forecast, row, mean, quants)
-    return Backtest(origins, actual, mean, quants, tuple(failures))
+    return Backtest(origins, actual, mean, quants, tuple(failures), model)
 
 
 def _history(series: Series, origin: int, window: int | None) -> Series:

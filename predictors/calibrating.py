@@ -154,7 +154,14 @@ class Calibrated:
                 f"only {len(result.origins)} backtest origins for {len(series)} points "
                 f"(need {s.min_origins}): quantiles are the model's own, uncalibrated"
             )
-        self.model_ = self._fresh().fit(series)
+        # The backtest's own model, moved on to the end of the series, saves a
+        # full refit (the expensive part for boosted trees).
+        last = result.last
+        self.model_: Forecaster
+        if isinstance(last, Updatable):
+            self.model_ = last.update(series)
+        else:
+            self.model_ = self._fresh().fit(series)
         return self
 
     def update(self, series: Series) -> Self:

@@ -19,6 +19,7 @@ import numpy as np
 
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
 from foreseer.predictors.calibrating import Calibrated, CalibrationSettings, conformal_offsets
+from foreseer.predictors.combining import Combination, combine
 from foreseer.predictors.forecasts import (
     DEFAULT_QUANTILES,
     Forecast,
@@ -43,6 +44,9 @@ class SelectionSettings:
         )
     )
     """The backtest shared by selection and calibration (24 origins, one per hour)."""
+    combine: int = 3
+    """The best this many candidates are also offered averaged, as one more candidate
+    named "a+b+c" (below 2: no combination)."""
     fallback: str = "naive"
     """Model used, uncalibrated, when the history is too short to backtest."""
 
@@ -59,7 +63,8 @@ class AutoForecaster:
     whose pinball loss picks the winner, the one the scaling acts on.
 
     Learned state:
-    ``selected_`` the winning candidate's name; ``scores_`` name -> per-step
+    ``selected_`` the winning candidate's name ("a+b+c" for the combination
+    of the best three); ``scores_`` name -> per-step
     `Scores` (MASE, sMAPE, pinball, coverage at ``quantile``) for every
     candidate that could be backtested; ``rejected_`` name -> why a candidate
     could not; ``calibrated_`` the fitted, calibrated winner; ``fallback_`` why
@@ -118,6 +123,13 @@ class AutoForecaster:
             self.scores_[name] = _cross_fitted_scores(result, cal, self.quantile, scale)
         if not results:
             raise ValueError(f"no candidate could be backtested: {self.rejected_}")
+        ranked = sorted(results, key=lambda n: _mean_or_inf(self.scores_[n].pinball))
+        if s.combine >= 2 and len(ranked) >= 2:
+            members = ranked[: s.combine]
+            name = "+".join(members)
+            results[name] = combine([results[m] for m in members], name)
+            self.scores_[name] = _cross_fitted_scores(results[name], cal, self.quantile, scale)
+            candidates[name] = _combination_factory(members, candidates, name)
         self.selected_ = min(results, key=lambda n: _mean_or_inf(self.scores_[n].pinball))
         self.calibrated_ = Calibrated(candidates[self.selected_](), cal).fit_from(
             recent, results[self.selected_]
@@ -150,6 +162,10 @@ class AutoForecaster:
         levels = validate_quantiles(quantiles)
         forecast = self.calibrated_.predict(h, levels)
         return dataclasses.replace(forecast, model=self.selected_)
+
+
+def _combination_factory(members: list[str], candidates: dict[str, Factory], name: str) -> Factory:
+    return lambda: Combination([candidates[m]() for m in members], name)
 
 
 def _mase_scale(recent: Series) -> float:

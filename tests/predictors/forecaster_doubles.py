@@ -12,13 +12,15 @@ from foreseer.predictors.series import Series
 
 
 class LastMean:
-    """Forecasts the mean of the last ``k`` observed points, with every quantile equal to it.
+    """Forecasts the mean of the last ``k`` observed points (after leaving out the ``skip``
+    latest), with every quantile equal to it.
 
     Its quantiles carry no spread at all, so any coverage they reach comes from calibration.
     """
 
-    def __init__(self, k: int = 1, fail_below: int = 0) -> None:
+    def __init__(self, k: int = 1, fail_below: int = 0, skip: int = 0) -> None:
         self.k = k
+        self.skip = skip
         self.fail_below = fail_below
         self.fits = 0
 
@@ -26,7 +28,8 @@ class LastMean:
         observed = series.values[~np.isnan(series.values)]
         if observed.size < max(1, self.fail_below):
             raise ValueError(f"LastMean needs {self.fail_below} points, got {observed.size}")
-        self.level_ = float(observed[-self.k :].mean())
+        recent = observed[: observed.size - self.skip] if self.skip else observed
+        self.level_ = float(recent[-self.k :].mean())
         self.end_ = series.end
         self.step_ = series.step
         self.fits += 1
@@ -48,6 +51,23 @@ class UpdatableLastMean(LastMean):
         self.updates += 1
         self.fits -= 1
         return self.fit(series)
+
+
+class Shifted:
+    """Another forecaster's forecasts moved by ``shift``: a model with a known bias."""
+
+    def __init__(self, inner: LastMean, shift: float) -> None:
+        self.inner = inner
+        self.shift = shift
+
+    def fit(self, series: Series) -> Self:
+        self.inner.fit(series)
+        return self
+
+    def predict(self, horizon_steps: int, quantiles: Sequence[float] = (0.5, 0.9)) -> Forecast:
+        f = self.inner.predict(horizon_steps, quantiles)
+        moved = {q: v + self.shift for q, v in f.quantiles.items()}
+        return Forecast(f.start, f.step, f.mean + self.shift, moved, f"shifted {self.shift}")
 
 
 def noisy_series(n: int, seed: int = 0, sigma: float = 5.0, level: float = 100.0) -> Series:

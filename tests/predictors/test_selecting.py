@@ -35,7 +35,7 @@ def test_a_random_walk_picks_the_last_value():
 
 def test_scores_are_kept_per_horizon_step_for_every_candidate():
     model = auto().fit(noisy_series(2000))
-    assert set(model.scores_) == {"naive", "mean48"}
+    assert set(model.scores_) == {"naive", "mean48", "mean48+naive"}
     for scores in model.scores_.values():
         for metric in (scores.mase, scores.smape, scores.pinball, scores.coverage):
             assert metric.shape == (12,)
@@ -55,6 +55,16 @@ def test_the_served_q90_is_calibrated_not_the_winners_raw_spreadless_one():
     forecast = model.predict(12, (0.9,))
     assert (forecast.quantile(0.9) > forecast.mean).all()
     assert model.calibrated_.offsets_.samples >= 4
+
+
+def test_the_best_candidates_averaged_compete_as_one_more_candidate():
+    # on white noise, each lagged value misses by the noise twice; their mean cancels part of it
+    candidates = {f"lag{i}": (lambda i=i: LastMean(k=1, skip=i)) for i in range(3)}
+    model = auto(candidates).fit(noisy_series(2000))
+    assert set(model.selected_.split("+")) == set(candidates)
+    assert model.predict(1).model == model.selected_
+    singles = min(model.scores_[n].pinball.mean() for n in candidates)
+    assert model.scores_[model.selected_].pinball.mean() < singles
 
 
 def test_a_short_history_falls_back_to_the_simple_model_and_says_so():
