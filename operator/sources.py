@@ -1,0 +1,263 @@
+"""Metric sources: where the load comes from (the imperative shell's Prometheus adapter).
+
+Like a KEDA scaler, a source has a small interface (`MetricSource`): the current value of a
+query, and a policy's history of it. A reading is a float or a typed `MetricOutage` (ERROR,
+EMPTY, NaN, STALE, INVALID), never a made-up zero: a missing metric must not look like no load.
+
+`Prometheus` implements it with prometheus-api-client. Each blocking HTTP call runs in a small
+thread pool, so the Kopf event loop never waits on the network; each call has a timeout and a
+bounded number of retries (urllib3's Retry with backoff on 408/429/5xx and connection errors).
+Histories are kept incrementally: the first call per (namespace, policy, metric) reads the
+whole window in range queries of at most `max_points` points (Prometheus refuses more than
+11,000); later calls read only the new tail, plus the newest known point again, because that
+one may have been evaluated before its scrape landed. A failed read leaves NaN (missing) in
+the grid and is re-read on the next call.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import concurrent.futures
+import datetime
+import functools
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from foreseer.operator.deciding import MetricOutage, OutageKind
+from foreseer.operator.settings import PrometheusSettings
+from foreseer.predictors.series import Series
+
+logger = logging.getLogger(__name__)
+
+HistoryKey = tuple[str, str, str]
+"""(namespace, policy name, metric name): one history per metric of a policy."""
+Reading = float | MetricOutage
+T = TypeVar("T")
+
+# Statuses worth retrying: timeouts, throttling and server-side failures (not bad PromQL).
+_RETRY_ON = (408, 429, 500, 502, 503, 504)
+# Prometheus rejects range queries above 11,000 points per series.
+_MAX_POINTS = 10_000
+
+
+class MetricSource(Protocol):
+    """A source of load metrics for the control loop (the KEDA scaler idea, for forecasting)."""
+
+    async def current(self, query: str, now: float) -> Reading:
+        """The query's value at `now`, or why there is none."""
+        ...
+
+    async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
+                      now: float) -> Series | None:
+        """The query on a `step` grid over the `window` seconds up to `now` (NaN = missing);
+        None while nothing at all is known."""
+        ...
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the histories of a deleted policy."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+class QueryError(Exception):
+    """A query that failed: transport, HTTP status, Prometheus' own error, or a bad shape."""
+
+
+def read_value(result: Any, now: float, sample_time: float | None, stale_after: float) -> Reading:
+    """Classify an instant query's result: a load value, or the kind of outage.
+
+    `sample_time` is when the newest sample was scraped, if known (see `Prometheus.current`).
+    """
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        value_text = result[1]  # a scalar result: [time, "value"]
+    elif not result:
+        return MetricOutage(OutageKind.EMPTY, "the query returned no series")
+    elif len(result) > 1:
+        return MetricOutage(OutageKind.ERROR, f"the query returned {len(result)} series; "
+                                              "aggregate it to one, e.g. with sum(...)")
+    else:
+        value_text = result[0]["value"][1]
+    value = float(value_text)
+    if math.isnan(value):
+        return MetricOutage(OutageKind.NAN, "the query returned NaN")
+    if math.isinf(value) or value < 0:
+        return MetricOutage(OutageKind.INVALID, f"the query returned {value_text}, not a load")
+    if sample_time is not None and now - sample_time > stale_after:
+        return MetricOutage(OutageKind.STALE, f"the newest sample is {now - sample_time:.0f}s "
+                                              f"old (limit {stale_after:.0f}s)")
+    return value
+
+
+@dataclass
+class _Tracked:
+    """One policy metric's history, and how far it has been read."""
+
+    query: str
+    step: float
+    window: float
+    series: Series
+    read_until: float
+    """Grid time of the first point not read successfully yet."""
+
+
+class Prometheus:
+    """`MetricSource` over the Prometheus HTTP API (prometheus-api-client)."""
+
+    def __init__(self, settings: PrometheusSettings, *, stale_after: float = 300.0,
+                 workers: int = 8, max_points: int = _MAX_POINTS) -> None:
+        """`stale_after`: seconds after which the newest sample of a reading is STALE (where
+        Prometheus can tell a sample's time: queries over series; an aggregate is as fresh as
+        Prometheus' lookback of 5m). `workers`: threads doing HTTP calls."""
+        self.settings = settings
+        self.stale_after = stale_after
+        self.max_points = max_points
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "prometheus")
+        session = requests.Session()
+        session.verify = settings.verify()
+        retry = Retry(total=settings.retries, backoff_factor=0.2, status_forcelist=_RETRY_ON,
+                      allowed_methods=("GET", "POST"), raise_on_status=False)
+        session.mount(settings.url, HTTPAdapter(max_retries=retry, pool_maxsize=workers))
+        self._client = PrometheusConnect(url=settings.url.rstrip("/"), session=session,
+                                         timeout=settings.timeout, method="POST")
+        self._histories: dict[HistoryKey, _Tracked] = {}
+        # Prometheus' own evaluation limit; its durations take whole units only ("10s").
+        self._timeout = f"{max(1, math.ceil(settings.timeout))}s"
+
+    async def current(self, query: str, now: float) -> Reading:
+        """The instant value at `now`, and (concurrently) when its newest sample was scraped."""
+        value: Any
+        sampled: Any
+        value, sampled = await asyncio.gather(
+            self._call(self._instant, query, now),
+            self._call(self._instant, f"max(timestamp({query}))", now),
+            return_exceptions=True)
+        if isinstance(value, BaseException):
+            return MetricOutage(OutageKind.ERROR, str(value))
+        sample_time = None
+        if not isinstance(sampled, BaseException) and isinstance(sampled, list) and sampled:
+            sample_time = float(sampled[0]["value"][1])
+        return read_value(value, now, sample_time, self.stale_after)
+
+    async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
+                      now: float) -> Series | None:
+        """The metric's history over `window` up to `now`; reads only what is not known yet."""
+        last = math.floor(now / step) * step
+        points = max(1, math.ceil(window / step))
+        first = last - (points - 1) * step
+        tracked = self._histories.get(key)
+        if tracked is None or (tracked.query, tracked.step, tracked.window) != (query, step,
+                                                                                window):
+            tracked = _Tracked(query, step, window, Series(first, step, np.full(points, np.nan)),
+                               read_until=first)
+            self._histories[key] = tracked
+        else:
+            tracked.series = _regrid(tracked.series, first, points)
+            tracked.read_until = max(tracked.read_until, first)
+        try:
+            await self._read(tracked, tracked.read_until, last)
+        except QueryError as exc:
+            logger.warning("reading the history of %s failed, will retry: %s", "/".join(key), exc)
+        else:
+            # The newest point is read again next time: its scrape may have landed late.
+            tracked.read_until = last
+        return tracked.series if tracked.series.observed() else None
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self._histories if k[:2] == (namespace, name)]:
+            del self._histories[key]
+
+    async def close(self) -> None:
+        self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _read(self, tracked: _Tracked, since: float, until: float) -> None:
+        """Range-query [since, until] in chunks and write the samples into the grid."""
+        step, series = tracked.step, tracked.series
+        chunk = step * (self.max_points - 1)
+        start = since
+        while start <= until:
+            end = min(until, start + chunk)
+            result = await self._call(self._range, tracked.query, start, end, step)
+            if len(result) > 1:
+                raise QueryError(f"the query returned {len(result)} series; aggregate it to "
+                                 "one, e.g. with sum(...)")
+            for t, v in (result[0]["values"] if result else []):
+                index = round((float(t) - series.start) / step)
+                if 0 <= index < len(series):
+                    series.values[index] = float(v)
+            start = end + step
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    def _instant(self, query: str, at: float) -> Any:
+        return self._guarded(lambda: self._client.custom_query(
+            query, params={"time": at, "timeout": self._timeout}))
+
+    def _range(self, query: str, start: float, end: float, step: float) -> Any:
+        return self._guarded(lambda: self._client.custom_query_range(
+            query, start_time=_utc(start), end_time=_utc(end), step=str(step),
+            params={"timeout": self._timeout}))
+
+    def _guarded(self, query: Callable[[], Any]) -> Any:
+        """Run one HTTP query with fresh credentials; every failure becomes a QueryError."""
+        self._client.headers = self.settings.headers()  # re-read: tokens rotate
+        self._client.auth = self.settings.basic_auth()
+        try:
+            return query()
+        except PrometheusApiClientException as exc:
+            raise QueryError(_prometheus_error(str(exc))) from exc
+        except requests.ConnectionError as exc:
+            raise QueryError(f"cannot connect to Prometheus at {self.settings.url}") from exc
+        except requests.Timeout as exc:
+            raise QueryError(f"Prometheus at {self.settings.url} did not answer within "
+                             f"{self.settings.timeout:g}s") from exc
+        except (requests.RequestException, OSError, ValueError, KeyError) as exc:
+            raise QueryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _regrid(series: Series, first: float, points: int) -> Series:
+    """The same values on the grid [first, first + points * step), NaN where not known."""
+    values = np.full(points, np.nan)
+    offset = round((series.start - first) / series.step)
+    lo, hi = max(0, offset), min(points, offset + len(series))
+    if lo < hi:
+        values[lo:hi] = series.values[lo - offset:hi - offset]
+    return Series(first, series.step, values)
+
+
+def _utc(t: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
+
+
+_CLIENT_ERROR = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
+
+
+def _prometheus_error(text: str) -> str:
+    """Prometheus' own error message (e.g. a PromQL parse error) out of the client's text,
+    which is ``HTTP Status Code 400 (b'{"status":"error","error":"..."}')``."""
+    found = _CLIENT_ERROR.search(text)
+    if found is None:
+        return text
+    try:
+        payload = json.loads(ast.literal_eval(found.group(2)))
+        return f"HTTP {found.group(1)}: {payload['error']}"
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return text
