@@ -285,6 +285,11 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     outages = {n: v for n, v in readings.items() if isinstance(v, MetricOutage)}
     plan = _plan(spec, loads, forecasts, current)
 
+    # Entries carried over keep their (immutable) models: rebuilding a few hundred
+    # pydantic objects per cycle would dominate the decision's cost.
+    known_recommendations = {(r.time.timestamp(), r.replicas): r
+                             for r in state.history.recommendations}
+    known_events = {(e.time.timestamp(), e.change): e for e in state.history.scale_events}
     recommendations = [(r.time.timestamp(), r.replicas) for r in state.history.recommendations]
     events = [(e.time.timestamp(), e.change) for e in state.history.scale_events]
     last_scale = state.last_scale_time
@@ -330,9 +335,11 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
         desired_replicas=guarded.value, last_scale_time=last_scale,
         recommendation=recommendation, forecast=plan.forecast, breaker=breaker,
         history=History(
-            recommendations=[TimedRecommendation(time=to_time(x), replicas=r)
+            recommendations=[known_recommendations.get((x, r))
+                             or TimedRecommendation(time=to_time(x), replicas=r)
                              for x, r in recommendations],
-            scale_events=[ScaleEvent(time=to_time(x), change=c) for x, c in events]),
+            scale_events=[known_events.get((x, c)) or ScaleEvent(time=to_time(x), change=c)
+                          for x, c in events]),
         conditions=_conditions(state, plan, guarded, outages, breaker.open_until, holds,
                                loads, moment, observation.generation))
     return Decision(replicas=replicas, reason=reason, limited_by=guarded.limited_by,
