@@ -176,4 +176,7 @@ class ScalingPolicyStatus(StatusModel):
     forecast: ForecastStatus | None = None
     breaker: BreakerStatus = Field(default_factory=BreakerStatus)
     history: History = Field(default_factory=History)
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        # One condition per type, merged by type under server-side apply (as metav1.Condition).
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
