@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -38,7 +38,6 @@ PLURAL = "scalingpolicies"
 MAX_INT32 = 2**31 - 1
 # CEL rules must have a bounded cost, so every list and string they read has a maximum size.
 MAX_METRICS = 16
-MAX_MODELS = 16
 MAX_DURATION_LENGTH = 32
 NAME_LENGTH = 63
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
@@ -170,7 +169,7 @@ class ForecastSpec(Model):
     step: Duration = Field("1m", description="Resolution of the history.")
     quantile: Number = Field(0.9, gt=0, lt=1, description="Forecast quantile to provision for.")
     models: list[ModelName] = Field(
-        [AUTO], min_length=1, max_length=MAX_MODELS,
+        [AUTO], min_length=1, max_length=len(get_args(ModelName)),
         description="[auto] selects the best model by backtest; or a list of model names to "
                     "select among.",
         json_schema_extra={"x-kubernetes-list-type": "set", **cel_rules(cel(

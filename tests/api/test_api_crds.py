@@ -84,6 +84,11 @@ def test_the_schema_is_structural() -> None:
             assert key in item.get("required", []) or "default" in item["properties"][key], path
 
 
+def test_every_spec_field_is_described_for_kubectl_explain() -> None:
+    for path, node in _nodes(spec_schema(), "spec"):
+        assert node.get("description") or path.endswith("[]"), path
+
+
 def test_every_default_is_valid_for_its_field() -> None:
     for path, node in _nodes(openapi_schema()):
         if "default" in node:
