@@ -165,8 +165,9 @@ class Cluster:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._api is not None:
-            self._api.close()
+        api: Any = self._api  # the client's methods are untyped
+        if api is not None:
+            api.close()
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -200,12 +201,13 @@ class Cluster:
     def _client(self) -> ApiClient:
         if self._api is None:
             config = Configuration()
+            loaders: Any = kubernetes.config  # untyped functions
             try:
-                kubernetes.config.load_incluster_config(client_configuration=config)
+                loaders.load_incluster_config(client_configuration=config)
             except ConfigException:
                 # The client reads KUBECONFIG once, at import; read it now instead.
                 try:
-                    kubernetes.config.load_kube_config(
+                    loaders.load_kube_config(
                         config_file=os.environ.get("KUBECONFIG"), client_configuration=config)
                 except (ConfigException, OSError) as exc:
                     raise ClusterError("no Kubernetes credentials: not in a cluster, and no "
@@ -226,8 +228,8 @@ class Cluster:
             method, url, headers, body, _ = client.param_serialize(
                 method, path, query_params=list((query or {}).items()) or None,
                 header_params=headers, body=body, auth_settings=["BearerToken"])
-            response = client.call_api(method, url, header_params=headers, body=body,
-                                       _request_timeout=self.timeout)
+            response: Any = client.call_api(method, url, header_params=headers, body=body,
+                                            _request_timeout=self.timeout)
             data = response.read()
         except Exception as exc:  # urllib3 and the client raise many kinds; all mean "no answer"
             raise ClusterError(f"the API server did not answer {method} {path}: {exc}") from exc
