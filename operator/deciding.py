@@ -94,9 +94,11 @@ class Observation:
     generation: int | None = None
     """metadata.generation of the policy, for observedGeneration."""
     scale_error: str | None = None
-    """Why applying the previous decision failed, or None if it worked (or none was
-    needed). The failed change is withdrawn from the rate history, and the cycle counts
-    as a failure for the circuit breaker."""
+    """Set when patching /scale with this cycle's decision failed: call decide() again
+    with the same inputs (and the state from before this cycle) plus this error. That
+    decision records no scale event, since the rate policies must count only changes
+    that happened, keeps the replicas where they are, and counts the cycle as a
+    failure for the circuit breaker."""
 
     def __post_init__(self) -> None:
         if self.current_replicas < 0:
@@ -186,7 +188,8 @@ class _Plan:
 
 
 def _usable(forecast: ForecastInput) -> bool:
-    return math.isfinite(forecast.value) and forecast.value >= 0 and forecast.horizon >= 0
+    return (math.isfinite(forecast.value) and forecast.value >= 0
+            and math.isfinite(forecast.horizon) and forecast.horizon >= 0)
 
 
 def _is_trusted(forecast: ForecastInput, max_ratio: float) -> bool:
@@ -293,10 +296,6 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     recommendations = [(r.time.timestamp(), r.replicas) for r in state.history.recommendations]
     events = [(e.time.timestamp(), e.change) for e in state.history.scale_events]
     last_scale = state.last_scale_time
-    if observation.scale_error is not None and last_scale is not None and events \
-            and events[-1][0] == last_scale.timestamp():
-        events.pop()  # the change we recorded last cycle never happened
-        last_scale = to_time(events[-1][0]) if events else None
 
     failed = observation.scale_error is not None or not loads
     breaker, holds = advance_breaker(state.breaker, failed, spec.guards.circuit_breaker,
@@ -320,13 +319,14 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
             recommendations.append((t, plan.raw))
 
     observe = spec.mode is Mode.OBSERVE
-    replicas = current if observe else guarded.value
+    unchanged = observe or observation.scale_error is not None
+    replicas = current if unchanged else guarded.value
     if replicas != current:
         events.append((t, replicas - current))
         last_scale = moment
     recommendations, events = _prune(recommendations, events, spec, t)
 
-    reason = _reason(spec, plan, guarded, outages, current, observe)
+    reason = _reason(spec, plan, guarded, outages, current, observe, observation.scale_error)
     recommendation = Recommendation(
         reactive=plan.reactive, predictive=plan.predictive, raw=plan.raw,
         final=guarded.value, limited_by=list(guarded.limited_by), reason=reason)
@@ -353,7 +353,8 @@ def _describe_outages(outages: Mapping[str, MetricOutage]) -> str:
 
 
 def _reason(spec: ScalingPolicySpec, plan: _Plan, guarded: Guarded,
-            outages: Mapping[str, MetricOutage], current: int, observe: bool) -> str:
+            outages: Mapping[str, MetricOutage], current: int, observe: bool,
+            scale_error: str | None) -> str:
     if plan.raw is None:
         parts = [f"no metric available ({_describe_outages(outages)}); nothing to act on"]
     elif plan.trusted:
@@ -374,6 +375,9 @@ def _reason(spec: ScalingPolicySpec, plan: _Plan, guarded: Guarded,
                                                          strict=True))
     if observe:
         parts.append(f"Observe mode: would scale to {guarded.value}, replicas stay {current}")
+    elif scale_error is not None and guarded.value != current:
+        parts.append(f"scaling to {guarded.value} failed ({scale_error}); "
+                     f"replicas stay {current}")
     return "; ".join(parts)
 
 

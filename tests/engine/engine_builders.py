@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from foreseer.operator.deciding import Decision, ForecastInput, MetricOutage, Observation, decide
@@ -41,25 +41,25 @@ class Loop:
     now: float = T0
     state: ScalingPolicyStatus = ScalingPolicyStatus()  # noqa: RUF009 - frozen model
     last: Decision | None = None
-    scale_error: str | None = None
 
     def step(self, metrics: Mapping[str, float | MetricOutage] | float,
              forecasts: Mapping[str, ForecastInput] | None = None, *, after: float = 15.0,
              apply_fails: bool = False) -> Decision:
         """Advance ``after`` seconds (none before the first cycle), decide once and apply
-        the decision, unless ``apply_fails``: then the next cycle reports the error."""
+        the decision. If ``apply_fails`` and it moves replicas, the write fails and, as
+        the operator does, the cycle is decided again with the error."""
         if self.last is not None:
             self.now += after
         if not isinstance(metrics, Mapping):
             metrics = {"rps": metrics}
-        decision = decide(self.spec, Observation(self.replicas, metrics,
-                                                 scale_error=self.scale_error),
-                          forecasts or {}, self.state, self.now, seed="uid-1")
-        self.state, self.last = decision.new_state, decision
-        changes = decision.replicas != self.replicas
-        self.scale_error = "the API server said no" if apply_fails and changes else None
-        if not self.scale_error:
-            self.replicas = decision.replicas
+        observation = Observation(self.replicas, metrics)
+        decision = decide(self.spec, observation, forecasts or {}, self.state, self.now,
+                          seed="uid-1")
+        if apply_fails and decision.replicas != self.replicas:
+            failed = replace(observation, scale_error="the API server said no")
+            decision = decide(self.spec, failed, forecasts or {}, self.state, self.now,
+                              seed="uid-1")
+        self.state, self.last, self.replicas = decision.new_state, decision, decision.replicas
         return decision
 
     def run(self, loads: Iterable[float], after: float = 15.0) -> list[int]:

@@ -100,11 +100,13 @@ def test_repeated_scale_failures_open_the_breaker_which_then_holds() -> None:
     spec = policy(guards={"circuitBreaker": {"failureThreshold": 2, "minBackoff": "1m",
                                              "maxBackoff": "10m"}})
     loop = Loop(spec, replicas=2)
-    loop.step(1000, apply_fails=True)         # wants 6, the API refuses
-    loop.step(1000, apply_fails=True)         # failure 1 reported, tries again
-    decision = loop.step(1000)                # failure 2 reported: open
+    first = loop.step(1000, apply_fails=True)  # wants 6, the API refuses
+    assert first.replicas == 2
+    assert "scaling to 6 failed (the API server said no); replicas stay 2" in first.reason
+    assert loop.state.breaker.failures == 1
+    second = loop.step(1000, apply_fails=True)  # the second failure in a row opens it
     assert loop.state.breaker.state is BreakerState.OPEN
-    assert decision.replicas == 2 and decision.limited_by == ("circuitBreaker",)
+    assert second.replicas == 2 and second.limited_by == ("circuitBreaker",)
     assert condition(loop, ConditionType.READY) == ("False", "CircuitOpen")
     assert loop.step(1000, after=30).replicas == 2  # still open
     probe = loop.step(1000, after=60)               # past openUntil: one probe
@@ -115,9 +117,20 @@ def test_repeated_scale_failures_open_the_breaker_which_then_holds() -> None:
     assert condition(loop, ConditionType.READY) == ("True", "Decided")
 
 
-def test_a_failed_scale_is_withdrawn_from_the_rate_history() -> None:
+def test_a_success_between_failures_resets_the_count() -> None:
+    spec = policy(guards={"circuitBreaker": {"failureThreshold": 2}})
+    loop = Loop(spec, replicas=2)
+    loop.step(1000, apply_fails=True)
+    loop.step(1000)  # scales to 6
+    loop.step(100_000, apply_fails=True)
+    assert loop.state.breaker.state is BreakerState.CLOSED
+    assert loop.state.breaker.failures == 1
+
+
+def test_a_failed_scale_is_not_counted_by_the_rate_policies() -> None:
     loop = Loop(policy(), replicas=2)
     loop.step(10_000, apply_fails=True)  # wanted 6, still 2
+    assert loop.state.history.scale_events == []
     decision = loop.step(10_000, after=5)
     # Had the failed +4 counted, the period would start at -2 and allow nothing.
     assert decision.replicas == 6

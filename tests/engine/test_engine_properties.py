@@ -121,19 +121,20 @@ class Cycle:
 def run(spec: ScalingPolicySpec, replicas: int, stream: list[Step],
         restart_every_cycle: bool = False) -> list[Cycle]:
     """The closed loop: apply each decision unless the step says the write fails."""
-    state, now, error, cycles = ScalingPolicyStatus(), T0, None, []
+    state, now, cycles = ScalingPolicyStatus(), T0, []
     for step in stream:
         now += step.after
         if restart_every_cycle:
             state = ScalingPolicyStatus.model_validate_json(state.model_dump_json(by_alias=True))
-        decision = decide(spec, Observation(replicas, step.metrics, scale_error=error),
-                          step.forecasts, state, now, seed="uid")
-        moved = decision.replicas != replicas
-        applied = moved and not step.apply_fails
+        observation = Observation(replicas, step.metrics)
+        decision = decide(spec, observation, step.forecasts, state, now, seed="uid")
+        applied = decision.replicas != replicas
+        if applied and step.apply_fails:  # as the operator: decide again with the error
+            failed = Observation(replicas, step.metrics, scale_error="conflict")
+            decision = decide(spec, failed, step.forecasts, state, now, seed="uid")
+            applied = False
         cycles.append(Cycle(replicas, now, step.metrics, decision, applied))
-        error = "conflict" if moved and step.apply_fails else None
-        replicas = decision.replicas if applied else replicas
-        state = decision.new_state
+        replicas, state = decision.replicas, decision.new_state
     return cycles
 
 
