@@ -332,7 +332,8 @@ class ScalingPolicySpec(Model):
             "minReplicas must not exceed maxReplicas", ".minReplicas"),
         cel("has(self.metrics) && size(self.metrics) > 0", "at least one metric is required",
             ".metrics"),
-        cel("self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
+        cel("!has(self.metrics) || "
+            "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
             "metric names must be unique", ".metrics"),
     ))
 
