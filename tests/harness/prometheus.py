@@ -15,6 +15,7 @@ Every wait has a deadline; `close` kills the process if it does not stop in time
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -22,14 +23,17 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -83,6 +87,10 @@ class PrometheusServer:
     """Seconds to wait for /-/ready."""
     stop_timeout: float = 10.0
     """Seconds to wait for a graceful stop before SIGKILL."""
+    basic_auth: tuple[str, str] | None = None
+    """(user, password) the server demands, through its web config (bcrypt-hashed)."""
+    tls: bool = False
+    """Serve HTTPS with a fresh self-signed CA (see `ca_file`); needs the openssl CLI."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +100,24 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the server's certificate (with ``tls=True``)."""
+        return self.workdir / "ca.pem"
+
+    @property
+    def query_log(self) -> Path:
+        """Prometheus' own log of every query it ran (JSON lines), for assertions."""
+        return self.workdir / "queries.log"
+
+    def queries(self) -> list[dict[str, Any]]:
+        """The queries Prometheus has run so far, oldest first (from its query log)."""
+        if not self.query_log.exists():
+            return []
+        lines = self.query_log.read_text().splitlines()
+        return [json.loads(line)["params"] for line in lines if line.strip()]
 
     @property
     def data_dir(self) -> Path:
@@ -127,14 +152,15 @@ class PrometheusServer:
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": self.scrape_interval,
-                       "evaluation_interval": self.scrape_interval},
+                       "evaluation_interval": self.scrape_interval,
+                       "query_log_file": str(self.query_log)},
             "scrape_configs": [{"job_name": "exporter",
                                 "static_configs": [{"targets": list(self.targets)}]}],
         }))
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={self.data_dir}",
-             "--storage.tsdb.retention.time=90d",
+             "--storage.tsdb.retention.time=90d", f"--web.config.file={self._web_config()}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -197,14 +223,42 @@ class PrometheusServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+            with self._open(f"{self.url}/-/ready", timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
 
+    def _open(self, url: str, timeout: float) -> Any:
+        request = urllib.request.Request(url)
+        if self.basic_auth:
+            token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else None
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
+
+    def _web_config(self) -> Path:
+        """Prometheus' --web.config.file: basic-auth users and TLS, when asked for."""
+        web: dict[str, Any] = {}
+        if self.basic_auth:
+            user, password = self.basic_auth
+            with warnings.catch_warnings():  # crypt is deprecated, but bcrypt is not installed
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt
+
+                hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+            web["basic_auth_users"] = {user: hashed}
+        if self.tls:
+            key, cert = self.workdir / "server.key", self.workdir / "server.pem"
+            if not cert.exists():
+                _self_signed(self.workdir, self.ca_file, key, cert)
+            web["tls_server_config"] = {"cert_file": str(cert), "key_file": str(key)}
+        path = self.workdir / "web.yml"
+        path.write_text(yaml.safe_dump(web))
+        return path
+
     def _api(self, endpoint: str, params: Mapping[str, str]) -> list[dict[str, object]]:
         url = f"{self.url}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with self._open(url, timeout=10) as response:
             payload = json.load(response)
         if payload.get("status") != "success":
             raise RuntimeError(f"prometheus {endpoint} failed: {payload}")
@@ -214,6 +268,24 @@ class PrometheusServer:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def _self_signed(workdir: Path, ca: Path, key: Path, cert: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    ca_key = workdir / "ca.key"
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=harness-ca", "-keyout", str(ca_key), "-out", str(ca))
+    csr = workdir / "server.csr"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(csr))
+    extensions = workdir / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert))
 
 
 @contextlib.contextmanager
