@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -176,7 +177,9 @@ def evaluate(
     plan = Plan.of(series, args.origins, args.refit_every)
     scale = _scale(series.values[: plan.split], series.step)
     scored: dict[str, dict[str, dict[str, float]]] = {}
-    candidates: dict[str, Factory] = {**models, AUTO: lambda: AutoForecaster(models)}
+    longest = max(plan.horizons.values())
+    auto = functools.partial(AutoForecaster, models, Q, longest)
+    candidates: dict[str, Factory] = {**models, AUTO: auto}
     for model_name, factory in candidates.items():
         result = backtest(factory, series, plan.settings, (Q,))
         scored[model_name] = _scores(result, result.quantile(Q), plan, scale)
@@ -188,14 +191,14 @@ def evaluate(
         upper = _anchor_upper(result)[test]
         scored[model_name] = _scores(result.subset(test), upper, plan, scale)
         advance(1)
-    fitted, fit_seconds = _timed_fit(lambda: AutoForecaster(models), series)
+    fitted, fit_seconds = _timed_fit(auto, series)
     entry = {
         "name": name,
         "step_seconds": series.step,
         "models": scored,
         "selected": getattr(fitted, "selected_", None),
     }
-    return entry, fit_seconds, _predict_ms(fitted, max(plan.horizons.values()))
+    return entry, fit_seconds, _predict_ms(fitted, longest)
 
 
 def _scale(train: FloatArray, step: float) -> float:

@@ -43,7 +43,8 @@ class SelectionSettings:
             backtest=BacktestSettings(horizon=12, origins=24, stride=12)
         )
     )
-    """The backtest shared by selection and calibration (24 origins, one per hour)."""
+    """The backtest shared by selection and calibration (24 origins, one per hour at
+    5-minute steps); its horizon is the AutoForecaster's."""
     combine: int = 3
     """The best this many candidates are also offered averaged, as one more candidate
     named "a+b+c" (below 2: no combination)."""
@@ -60,7 +61,10 @@ class AutoForecaster:
 
     ``models`` names candidates from the registry `foreseer.predictors.models.MODELS`
     (None: all of them) or maps names to factories; ``quantile`` is the level
-    whose pinball loss picks the winner, the one the scaling acts on.
+    whose pinball loss picks the winner, the one the scaling acts on; ``horizon``
+    is how many steps ahead the candidates are scored and calibrated (the
+    lead time scaling needs), and steps predicted beyond it reuse its last
+    calibration.
 
     Learned state:
     ``selected_`` the winning candidate's name ("a+b+c" for the combination
@@ -75,11 +79,14 @@ class AutoForecaster:
         self,
         models: Sequence[str] | Mapping[str, Factory] | None = None,
         quantile: float = 0.9,
+        horizon: int = 12,
         settings: SelectionSettings | None = None,
     ) -> None:
         validate_quantiles((quantile,))
+        validate_horizon(horizon)
         self.models = models
         self.quantile = quantile
+        self.horizon = horizon
         self.settings = settings or SelectionSettings()
 
     def _candidates(self) -> dict[str, Factory]:
@@ -104,13 +111,16 @@ class AutoForecaster:
         s = self.settings
         recent = series.tail(s.window)
         candidates = self._candidates()
-        cal = s.calibration
+        cal = dataclasses.replace(
+            s.calibration,
+            backtest=dataclasses.replace(s.calibration.backtest, horizon=self.horizon),
+        )
         origins = cal.backtest.origin_indices(recent)
         self.scores_: dict[str, Scores] = {}
         self.rejected_: dict[str, str] = {}
         self.fallback_: str | None = None
         if origins.size < cal.min_origins:
-            return self._fall_back(recent, candidates, origins.size)
+            return self._fall_back(recent, candidates, origins.size, cal)
         levels = tuple(sorted({*cal.levels, self.quantile}))
         scale = _mase_scale(recent)
         results: dict[str, Backtest] = {}
@@ -136,16 +146,22 @@ class AutoForecaster:
         )
         return self
 
-    def _fall_back(self, recent: Series, candidates: dict[str, Factory], origins: int) -> Self:
+    def _fall_back(
+        self,
+        recent: Series,
+        candidates: dict[str, Factory],
+        origins: int,
+        cal: CalibrationSettings,
+    ) -> Self:
         s = self.settings
         name = s.fallback if s.fallback in candidates else next(iter(candidates))
         self.selected_ = name
         self.fallback_ = (
             f"{recent.observed()} observed points allow {origins} backtest origin(s), "
-            f"fewer than {s.calibration.min_origins}: serving {name!r} without selection"
+            f"fewer than {cal.min_origins}: serving {name!r} without selection"
         )
-        self.calibrated_ = Calibrated(candidates[name](), s.calibration).fit_from(
-            recent, Backtest.empty(s.calibration.backtest.horizon)
+        self.calibrated_ = Calibrated(candidates[name](), cal).fit_from(
+            recent, Backtest.empty(cal.backtest.horizon)
         )
         return self
 
