@@ -328,7 +328,8 @@ class ScalingPolicySpec(Model):
     """Scale one target from forecasts of Prometheus load metrics."""
 
     model_config = ConfigDict(json_schema_extra=cel_rules(
-        cel("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+        cel("!has(self.minReplicas) || !has(self.maxReplicas) || "
+            "self.minReplicas <= self.maxReplicas",
             "minReplicas must not exceed maxReplicas", ".minReplicas"),
         cel("has(self.metrics) && size(self.metrics) > 0", "at least one metric is required",
             ".metrics"),

@@ -20,8 +20,9 @@ import jsonschema
 from foreseer.operator.crds import apply_defaults, crd
 
 
+@cache
 def openapi_schema() -> dict[str, Any]:
-    """The CRD's openAPIV3Schema."""
+    """The CRD's openAPIV3Schema (generated once; callers must not modify it)."""
     return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 

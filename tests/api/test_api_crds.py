@@ -35,8 +35,8 @@ from foreseer.operator.specs import GROUP, KIND, VERSION, ScalingPolicySpec
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 # CEL validation rules are GA from 1.29; older servers are not supported.
-KUBERNETES_VERSIONS = [v for v in kubernetes_validate.utils.all_versions()
-                       if tuple(map(int, v.split(".")[:2])) >= (1, 29)]
+KUBERNETES_VERSIONS = sorted({v for v in kubernetes_validate.utils.all_versions()
+                              if tuple(map(int, v.split(".")[:2])) >= (1, 29)})
 
 
 def test_the_committed_crds_match_the_models() -> None:
