@@ -159,13 +159,17 @@ class Metering:
         self.loop.run(self.exporter.__aenter__())
         self.prometheus = PrometheusServer(self.workdir / "prometheus",
                                            targets=[self.exporter.target])
+        # The scrape's own job and instance labels too: backfilled past and live present are
+        # then one series, as the policies' queries expect (not two that overlap).
         self.prometheus.backfill(*(
-            openmetrics("workload_load", {"app": w.name, "namespace": w.namespace},
+            openmetrics("workload_load", {"app": w.name, "namespace": w.namespace,
+                                          "job": "exporter", "instance": self.exporter.target},
                         w.history(now - HISTORY, now - STEP, STEP))
             for w in workloads))
         self.prometheus.start()
-        for workload in workloads:
-            self.prometheus.wait_for(load_query(workload), timeout=60)
+        for w in workloads:  # a live series (never backfilled): the exporter is scraped
+            self.prometheus.wait_for(
+                f'workload_ready_replicas{{app="{w.name}",namespace="{w.namespace}"}}', 60)
         if self.relay_host is not None:
             self.relay = self.loop.run(Relay(self.relay_host, self.prometheus.port).start())
 
@@ -183,8 +187,3 @@ class Metering:
         if self.prometheus is not None:
             self.prometheus.close()
         self.loop.run(self.exporter.__aexit__(None, None, None))
-
-
-def load_query(workload: Workload) -> str:
-    """The PromQL of a workload's total load, as the test policies query it."""
-    return f'workload_load{{app="{workload.name}",namespace="{workload.namespace}"}}'
