@@ -80,8 +80,12 @@ bench-operator: $(STAMP) prometheus
 demo: $(STAMP) prometheus
 	PYTHONPATH=tests $(PY) -m harness.demo
 
-e2e: $(STAMP) helm
+e2e: $(STAMP) prometheus helm
 	$(BIN)/pytest -q -m e2e e2e
+
+# A kind cluster (created when missing), the image built and loaded, the operator in-cluster.
+e2e-kind: $(STAMP) prometheus helm
+	PY=$(PY) bash hack/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info

@@ -54,6 +54,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failing scenario's report carries the operator's recent log: the why of a replica
+    count is in there, and an in-cluster operator's pod is gone after the run."""
+    report: pytest.TestReport = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.when == "call" and report.failed and isinstance(stack, Stack):
+        report.sections.append(("foreseer operator log",
+                                stack.operator.diagnostics(stack.cluster)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     """The cluster of the current kubeconfig context; skips the suite when none answers."""
