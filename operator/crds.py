@@ -87,6 +87,9 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any], path: str) -> dic
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "type" not in out:
         raise NotStructuralError(f"{path or '<root>'}: every schema node needs a type")
+    if out.get("nullable") and "enum" in out:
+        # The API server checks a null against the enum too (OpenAPI 3.0 semantics).
+        out["enum"] = [*out["enum"], None]
     # The API server defaults nested fields inside a defaulted object, so `{}` is enough
     # whenever the nested defaults rebuild the model's default; it keeps one source per value.
     if (out["type"] == "object" and isinstance(out.get("default"), dict)
@@ -110,11 +113,7 @@ def _nullable(node: Mapping[str, Any], defs: Mapping[str, Any], path: str) -> di
     if junctor != "anyOf" or len(branches) != 1 or len(node[junctor]) != 2:
         raise NotStructuralError(f"{path or '<root>'}: only `X | None` unions are structural")
     rest = {k: v for k, v in node.items() if k != junctor}
-    out = {**_inline(branches[0], defs), **rest, "nullable": True}
-    if "enum" in out:
-        # The API server checks a null against the enum too (OpenAPI 3.0 semantics).
-        out["enum"] = [*out["enum"], None]
-    return out
+    return {**_inline(branches[0], defs), **rest, "nullable": True}
 
 
 def _without_nulls(value: Any) -> Any:

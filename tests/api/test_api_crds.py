@@ -8,7 +8,7 @@ import contextlib
 import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import celpy
 import jsonschema
@@ -234,9 +234,12 @@ def test_structural_refuses_a_union_the_api_server_cannot_express() -> None:
 def test_structural_turns_an_optional_field_into_a_nullable_one() -> None:
     class Optional(BaseModel):
         count: int | None = None
+        unit: Literal["s"] | None = None
 
-    assert crds.model_schema(Optional)["properties"]["count"] == {"type": "integer",
-                                                                  "nullable": True}
+    properties = crds.model_schema(Optional)["properties"]
+    assert properties["count"] == {"type": "integer", "nullable": True}
+    # OpenAPI 3.0: `nullable` widens the type, not the enum, so null is listed in the enum.
+    assert properties["unit"] == {"type": "string", "nullable": True, "enum": ["s", None]}
 
 
 def test_foreseer_crds_is_this_module() -> None:
