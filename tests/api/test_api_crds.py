@@ -127,6 +127,17 @@ def test_every_example_is_accepted_by_the_crd_and_the_models(
     ScalingPolicySpec.model_validate(policy["spec"])
 
 
+MINIMAL = {"scaleTargetRef": {"name": "web"}, "maxReplicas": 1, "metrics": [RPS]}
+
+
+@pytest.mark.parametrize("spec", [MINIMAL] + [p["spec"] for _, p in _examples()],
+                         ids=["minimal"] + [n for n, _ in _examples()])
+def test_the_api_server_fills_in_the_same_defaults_as_the_models(spec: dict[str, Any]) -> None:
+    stored = crds.apply_defaults(spec, spec_schema())
+    parsed = ScalingPolicySpec.model_validate(spec)
+    assert parsed.model_dump(by_alias=True, exclude_none=True, mode="json") == stored
+
+
 @pytest.mark.parametrize(("case", "spec", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_the_crd_rejects_every_invalid_spec_naming_the_field(
     case: str, spec: dict[str, Any], field: str
