@@ -16,8 +16,9 @@ COPY operator/ operator/
 COPY predictors/ predictors/
 COPY simulator/ simulator/
 COPY bench/ bench/
+# pip compiles the bytecode here: at run time the root filesystem is read-only.
 RUN python -m venv /opt/foreseer \
-    && /opt/foreseer/bin/pip install --no-compile . \
+    && /opt/foreseer/bin/pip install . \
     && /opt/foreseer/bin/python -c "import foreseer.operator, foreseer.predictors"
 
 FROM python:3.11-slim-bookworm

