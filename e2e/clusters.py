@@ -178,8 +178,10 @@ class Cluster:
         path.chmod(0o600)
         return path
 
-    def can_i(self, kubeconfig: Path, verb: str, resource: str, namespace: str) -> bool:
-        """`kubectl auth can-i` as whoever the kubeconfig authenticates as."""
+    def can_i(self, kubeconfig: Path, namespace: str, verb: str, resource: str,
+              *flags: str) -> bool:
+        """`kubectl auth can-i` as whoever the kubeconfig authenticates as, asked of the API
+        server's own authorizer."""
         done = self.kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource,
-                            "-n", namespace, check=False)
+                            "-n", namespace, *flags, check=False)
         return done.stdout.strip() == "yes"
