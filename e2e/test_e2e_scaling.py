@@ -64,10 +64,13 @@ def test_no_scale_down_while_prometheus_is_stopped(stack: Stack) -> None:
     prometheus = stack.metering.prometheus
     assert prometheus is not None
     load = stack.load(name)
-    # Scale-down as fast as the HPA allows, so that acting on missing data would show at once.
-    cluster.apply(policy(namespace, name, mode="Reactive", behavior={"scaleDown": {
-        "stabilizationWindowSeconds": 0,
-        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}))
+    # Scale-down as fast as the HPA allows, so that acting on missing data would show at once;
+    # a short breaker backoff, so that recovery after the outage is quick.
+    cluster.apply(policy(
+        namespace, name, mode="Reactive",
+        behavior={"scaleDown": {"stabilizationWindowSeconds": 0, "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": 15}]}},
+        guards={"circuitBreaker": {"minBackoff": "10s", "maxBackoff": "30s"}}))
     eventually(lambda: cluster.replicas(namespace, name) >= HIGH_REPLICAS, 180,
                f"the reactive scale-up to {HIGH_REPLICAS} replicas")
 
