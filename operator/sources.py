@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import functools
 import json
@@ -31,9 +32,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from foreseer.operator.deciding import MetricOutage, OutageKind
@@ -130,11 +131,14 @@ class Prometheus:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "prometheus")
         session = requests.Session()
         session.verify = settings.verify()
+        if settings.insecure:
+            # Asked for explicitly: say it once, instead of urllib3 warning on every query.
+            logger.warning("TLS verification of Prometheus at %s is OFF (insecure)", settings.url)
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         retry = Retry(total=settings.retries, backoff_factor=0.2, status_forcelist=_RETRY_ON,
                       allowed_methods=("GET", "POST"), raise_on_status=False)
-        session.mount(settings.url, HTTPAdapter(max_retries=retry, pool_maxsize=workers))
         self._client = PrometheusConnect(url=settings.url.rstrip("/"), session=session,
-                                         timeout=settings.timeout, method="POST")
+                                         retry=retry, timeout=settings.timeout, method="POST")
         self._histories: dict[HistoryKey, _Tracked] = {}
         # Prometheus' own evaluation limit; its durations take whole units only ("10s").
         self._timeout = f"{max(1, math.ceil(settings.timeout))}s"
@@ -224,6 +228,10 @@ class Prometheus:
             return query()
         except PrometheusApiClientException as exc:
             raise QueryError(_prometheus_error(str(exc))) from exc
+        except requests.exceptions.SSLError as exc:
+            reason = _SSL_REASON.search(str(exc))
+            raise QueryError(f"TLS verification of Prometheus at {self.settings.url} failed"
+                             + (f": {reason.group(0)}" if reason else "")) from exc
         except requests.ConnectionError as exc:
             raise QueryError(f"cannot connect to Prometheus at {self.settings.url}") from exc
         except requests.Timeout as exc:
@@ -247,6 +255,7 @@ def _utc(t: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
 
 
+_SSL_REASON = re.compile(r"\[SSL: [A-Z_]+\][^'\")(]*")
 _CLIENT_ERROR = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
 
 
@@ -257,7 +266,10 @@ def _prometheus_error(text: str) -> str:
     if found is None:
         return text
     try:
-        payload = json.loads(ast.literal_eval(found.group(2)))
-        return f"HTTP {found.group(1)}: {payload['error']}"
-    except (ValueError, SyntaxError, KeyError, TypeError):
+        content = ast.literal_eval(found.group(2)).decode(errors="replace").strip()
+    except (ValueError, SyntaxError):
         return text
+    # Not Prometheus' JSON (e.g. the auth layer's plain text) is shown as it is.
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        content = str(json.loads(content)["error"])
+    return f"HTTP {found.group(1)}: {content[:300]}"

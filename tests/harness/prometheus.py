@@ -61,12 +61,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def openmetrics(name: str, labels: Mapping[str, str], series: Series) -> str:
-    """One gauge as OpenMetrics text (no ``# EOF``); NaN points are left out, i.e. missing."""
+def openmetrics(name: str, labels: Mapping[str, str], series: Series,
+                nan_samples: bool = False) -> str:
+    """One gauge as OpenMetrics text (no ``# EOF``). NaN points are left out (missing), or
+    with `nan_samples` written as NaN samples (an exporter that reports NaN)."""
     label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
     lines = [f"# TYPE {name} gauge"]
     for t, v in zip(series.times(), series.values, strict=True):
-        if not math.isnan(v):
+        if nan_samples or not math.isnan(v):
             lines.append(f"{name}{{{label_text}}} {float(v)!r} {float(t):.3f}")
     return "\n".join(lines) + "\n"
 
