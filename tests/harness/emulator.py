@@ -44,7 +44,7 @@ import pathlib
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -106,7 +106,8 @@ def _now() -> str:
 
 @attrs.define
 class Fault:
-    """An injected failure: the next `times` matching requests get `status` and change nothing."""
+    """An injected fault: the next `times` matching requests get `status` and change nothing,
+    or, with a `hook`, are served normally right after the hook ran (an interleaved writer)."""
 
     method: str
     resource: kmock.resource
@@ -114,8 +115,9 @@ class Fault:
     name: str | None
     times: int
     status: int
+    hook: Callable[[], Awaitable[Any]] | None = None
     hits: int = 0
-    """How many requests this fault has failed so far (for assertions)."""
+    """How many requests this fault has hit so far (for assertions)."""
 
     def matches(self, request: rendering.Request) -> bool:
         return (
@@ -199,6 +201,19 @@ class Emulator(kmock.KubernetesEmulator):
         docs = yaml.safe_load_all(pathlib.Path(path).read_text())
         return [self.install_crd(doc) for doc in docs
                 if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+    def before_next(self, method: str, resource: kmock.resource | str,
+                    hook: Callable[[], Awaitable[Any]], *, subresource: str | None = None,
+                    name: str | None = None, times: int = 1) -> Fault:
+        """Run `hook` just before the next `times` matching requests are served.
+
+        ``emulator.before_next("PATCH", DEPLOYMENTS, bump, subresource="scale")`` lets another
+        writer change the Deployment between a client's read and its write, so the write's
+        resourceVersion is really stale and the 409 is the emulator's own.
+        """
+        fault = Fault(method.upper(), kmock.resource(resource), subresource, name, times, 0, hook)
+        self._faults.append(fault)
+        return fault
 
     def fail_next(self, method: str, resource: kmock.resource | str, *,
                   subresource: str | None = None, name: str | None = None, times: int = 1,
@@ -306,7 +321,9 @@ class Emulator(kmock.KubernetesEmulator):
             for fault in self._faults:
                 if fault.matches(request):
                     fault.hits += 1
-                    raise ApiError(fault.status, "Injected", f"injected fault {fault.status}")
+                    if fault.hook is None:
+                        raise ApiError(fault.status, "Injected", f"injected fault {fault.status}")
+                    await fault.hook()
             if request.method.value == "GET" and request.params.get("watch") in ("true", "1"):
                 return await self._watch(request)
             result = await self._serve(request)
