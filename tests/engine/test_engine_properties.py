@@ -35,13 +35,17 @@ from foreseer.operator.statuses import ScalingPolicyStatus
 
 NAMES = ("rps", "queue", "cpu")
 
+MAX_INT32 = 2**31 - 1
+# Mostly everyday values, sometimes the extremes the schema still accepts.
+positive = st.one_of(st.floats(1e-3, 1e6),
+                     st.floats(min_value=0, exclude_min=True, allow_infinity=False))
 policies = st.lists(st.fixed_dictionaries({
     "type": st.sampled_from(["Pods", "Percent"]),
-    "value": st.integers(1, 500),
-    "periodSeconds": st.integers(1, 300),
+    "value": st.one_of(st.integers(1, 500), st.integers(1, MAX_INT32)),
+    "periodSeconds": st.one_of(st.integers(1, 300), st.integers(1, 1800)),
 }), min_size=1, max_size=3)
 rules = st.fixed_dictionaries({}, optional={
-    "stabilizationWindowSeconds": st.integers(0, 600),
+    "stabilizationWindowSeconds": st.one_of(st.integers(0, 600), st.integers(0, 3600)),
     "selectPolicy": st.sampled_from(["Max", "Min", "Disabled"]),
     "policies": policies,
 })
@@ -49,8 +53,9 @@ rules = st.fixed_dictionaries({}, optional={
 
 @st.composite
 def specs(draw: st.DrawFn) -> ScalingPolicySpec:
-    low = draw(st.integers(0, 20))
-    high = draw(st.integers(max(low, 1), low + 60))
+    low = draw(st.one_of(st.integers(0, 20), st.integers(0, MAX_INT32)))
+    high = draw(st.one_of(st.integers(max(low, 1), low + 60),
+                          st.integers(max(low, 1), MAX_INT32)).filter(lambda n: n <= MAX_INT32))
     count = draw(st.integers(1, 3))
     backoff = draw(st.integers(1, 120))
     body: dict[str, Any] = {
@@ -59,15 +64,16 @@ def specs(draw: st.DrawFn) -> ScalingPolicySpec:
         "maxReplicas": high,
         "mode": draw(st.sampled_from(["Auto", "Reactive", "Observe"])),
         "metrics": [{"name": n, "query": f"sum({n})",
-                     "targetPerReplica": draw(st.floats(1e-3, 1e6))} for n in NAMES[:count]],
+                     "targetPerReplica": draw(positive)} for n in NAMES[:count]],
         "behavior": draw(st.fixed_dictionaries(
-            {"tolerance": st.floats(0, 0.99)}, optional={"scaleUp": rules, "scaleDown": rules})),
+            {"tolerance": st.floats(0, 1, exclude_max=True)},
+            optional={"scaleUp": rules, "scaleDown": rules})),
         "guards": {
             "metricsOutage": draw(st.sampled_from(["FreezeScaleDown", "Hold"])),
-            "circuitBreaker": {"failureThreshold": draw(st.integers(1, 5)),
+            "circuitBreaker": {"failureThreshold": draw(st.integers(1, 1000)),
                                "minBackoff": f"{backoff}s",
                                "maxBackoff": f"{backoff * draw(st.integers(1, 20))}s"},
-            "forecastTrust": {"maxErrorRatio": draw(st.floats(0.1, 2.0))},
+            "forecastTrust": {"maxErrorRatio": draw(positive)},
         },
     }
     return ScalingPolicySpec.model_validate(body)
@@ -116,6 +122,9 @@ class Cycle:
     metrics: dict[str, float | MetricOutage]
     decision: Decision
     applied: bool
+    """Whether the decision moved replicas and the write worked."""
+    failed: bool
+    """Whether the decision moved replicas and the write failed."""
 
 
 def run(spec: ScalingPolicySpec, replicas: int, stream: list[Step],
@@ -128,12 +137,12 @@ def run(spec: ScalingPolicySpec, replicas: int, stream: list[Step],
             state = ScalingPolicyStatus.model_validate_json(state.model_dump_json(by_alias=True))
         observation = Observation(replicas, step.metrics)
         decision = decide(spec, observation, step.forecasts, state, now, seed="uid")
-        applied = decision.replicas != replicas
-        if applied and step.apply_fails:  # as the operator: decide again with the error
-            failed = Observation(replicas, step.metrics, scale_error="conflict")
-            decision = decide(spec, failed, step.forecasts, state, now, seed="uid")
-            applied = False
-        cycles.append(Cycle(replicas, now, step.metrics, decision, applied))
+        moves = decision.replicas != replicas
+        if moves and step.apply_fails:  # as the operator: decide again with the error
+            error = Observation(replicas, step.metrics, scale_error="conflict")
+            decision = decide(spec, error, step.forecasts, state, now, seed="uid")
+        failed = moves and step.apply_fails
+        cycles.append(Cycle(replicas, now, step.metrics, decision, moves and not failed, failed))
         replicas, state = decision.replicas, decision.new_state
     return cycles
 
@@ -153,7 +162,7 @@ def test_the_result_is_always_within_min_and_max(spec: ScalingPolicySpec, replic
     for cycle in run(spec, replicas, stream):
         d = cycle.decision
         assert spec.min_replicas <= d.final <= spec.max_replicas
-        if spec.mode is Mode.OBSERVE:
+        if spec.mode is Mode.OBSERVE or cycle.failed:
             assert d.replicas == cycle.current
         else:
             assert d.replicas == d.final
