@@ -40,6 +40,7 @@ class DeploymentController:
     """Seconds between reconciliations when no Deployment event arrives."""
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
     _born: dict[str, float] = attrs.field(factory=dict, init=False)
+    _owned: dict[str, set[tuple[str, str]]] = attrs.field(factory=dict, init=False)
 
     async def __aenter__(self) -> DeploymentController:
         self._task = asyncio.create_task(self._run(), name="deployment-controller")
@@ -52,29 +53,46 @@ class DeploymentController:
                 await self._task
 
     async def _run(self) -> None:
+        # Only Deployments that changed or are still converging are looked at, and pods are
+        # found through the controller's own index: a benchmark may run thousands of them.
         queue = self.emulator.subscribe(DEPLOYMENTS)
         try:
+            for pod in self.emulator.list_objects(PODS):
+                for ref in pod["metadata"].get("ownerReferences", []):
+                    self._owned.setdefault(ref["uid"], set()).add(
+                        (pod["metadata"]["namespace"], pod["metadata"]["name"]))
+            pending = {_key(body) for body in self.emulator.list_objects(DEPLOYMENTS)}
             while True:
-                for body in self.emulator.list_objects(DEPLOYMENTS):
-                    await self.reconcile(body)
+                for namespace, name in sorted(pending):
+                    body = self.emulator.read_object(DEPLOYMENTS, namespace, name)
+                    if body is None or await self.reconcile(body):
+                        pending.discard((namespace, name))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.get(), self.resync)
+                    event = await asyncio.wait_for(queue.get(), self.resync)
+                    while event is not None:
+                        if event["type"] != "DELETED":
+                            pending.add(_key(event["object"]))
+                        event = queue.get_nowait() if not queue.empty() else None
         finally:
             self.emulator.unsubscribe(queue)
 
-    async def reconcile(self, deployment: dict[str, Any]) -> None:
+    async def reconcile(self, deployment: dict[str, Any]) -> bool:
+        """One pass over one Deployment; True when it has converged (all pods ready)."""
         meta = deployment["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         desired = int(deployment.get("spec", {}).get("replicas", 1))
-        pods = [pod for pod in self.emulator.list_objects(PODS, namespace)
-                if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences", []))]
+        owned = self._owned.setdefault(uid, set())
+        pods = [pod for pod in (self.emulator.read_object(PODS, *key) for key in sorted(owned))
+                if pod is not None]
         for _ in range(desired - len(pods)):
             pods.append(await self._create_pod(deployment))
+            owned.add((namespace, pods[-1]["metadata"]["name"]))
         if len(pods) > desired:
             # Like the ReplicaSet controller: not-ready pods go first, then the newest.
             pods.sort(key=lambda pod: (_ready(pod), pod["metadata"]["creationTimestamp"]))
             for pod in pods[: len(pods) - desired]:
                 await self.emulator.delete_object(PODS, namespace, pod["metadata"]["name"])
+                owned.discard((namespace, pod["metadata"]["name"]))
                 self._born.pop(pod["metadata"]["uid"], None)
             pods = pods[len(pods) - desired:]
         now = time.monotonic()
@@ -92,6 +110,7 @@ class DeploymentController:
         if {key: deployment.get("status", {}).get(key) for key in status} != status:
             await self.emulator.patch_object(DEPLOYMENTS, namespace, meta["name"],
                                              {"status": status}, "status")
+        return ready == len(pods) == desired
 
     async def _create_pod(self, deployment: dict[str, Any]) -> dict[str, Any]:
         meta = deployment["metadata"]
@@ -111,6 +130,10 @@ class DeploymentController:
         created = await self.emulator.create_object(PODS, pod)
         self._born[created["metadata"]["uid"]] = time.monotonic()
         return created
+
+
+def _key(body: dict[str, Any]) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
 
 
 def _pod_status(ready: bool, scheduled: str) -> dict[str, Any]:

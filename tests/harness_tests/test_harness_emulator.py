@@ -177,7 +177,7 @@ def test_label_selectors_support_the_set_based_grammar() -> None:
         parse_selector("app in web")
 
 
-async def test_the_deployment_controller_makes_pods_ready_after_the_delay(
+async def test_the_deployment_controller_makes_pods_ready_after_the_delay_and_removes_them(
         emulator: Emulator, deployments: DeploymentController) -> None:
     await emulator.create_object(DEPLOYMENTS, deployment("web", "shop", 1))
     await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 3}}, "scale")
@@ -189,3 +189,6 @@ async def test_the_deployment_controller_makes_pods_ready_after_the_delay(
     await until(lambda: status().get("readyReplicas") == 3, 10, "3 ready pods")
     pods = emulator.list_objects("v1/pods", "shop")
     assert len(pods) == 3 and all(p["metadata"]["labels"] == {"app": "web"} for p in pods)
+    await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 1}}, "scale")
+    await until(lambda: status().get("readyReplicas") == 1, 10, "a scale-down to 1")
+    assert len(emulator.list_objects("v1/pods", "shop")) == 1
