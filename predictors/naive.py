@@ -1,0 +1,97 @@
+"""Naive (last value) and seasonal naive (the value one season ago) forecasts.
+
+Their raw quantiles are exact for the method: the empirical spread of the very
+error the method makes, y[t + k] - y[t + k - lag(k)], over recent history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from foreseer.predictors.gaps import last_observed
+from foreseer.predictors.histories import History
+from foreseer.predictors.modelling import HistoryModel
+from foreseer.predictors.series import FloatArray
+
+IntArray = npt.NDArray[np.int64]
+SPREAD_WINDOW = 2016
+"""How many recent points the error spread is measured on (a week of 5-minute steps)."""
+
+
+def lagged_offsets(
+    filled: FloatArray, lags: IntArray, levels: Sequence[float]
+) -> dict[float, FloatArray]:
+    """Per horizon step k: quantiles of filled[t] - filled[t - lags[k]] over the recent window."""
+    tail = filled[-(SPREAD_WINDOW + int(lags.max())) :]
+    out = {q: np.zeros(lags.size) for q in levels}
+    for lag in np.unique(lags):
+        if lag >= tail.size:
+            continue
+        errors = tail[lag:] - tail[:-lag]
+        values = np.quantile(errors, list(levels))
+        for q, v in zip(levels, values, strict=True):
+            out[q][lags == lag] = v
+    return out
+
+
+class Naive(HistoryModel):
+    """Tomorrow looks like now: every step forecasts the last observed value."""
+
+    name = "naive"
+    last_: float
+    """The last observed (non-anomalous) value."""
+
+    def _fit(self, history: History) -> None:
+        self.last_ = last_observed(history.clean)
+
+    def _forecast(
+        self, horizon: int, levels: tuple[float, ...]
+    ) -> tuple[FloatArray, dict[float, FloatArray]]:
+        lags = np.arange(1, horizon + 1, dtype=np.int64)
+        return np.full(horizon, self.last_), lagged_offsets(self.history_.filled, lags, levels)
+
+
+class SeasonalNaive(HistoryModel):
+    """Each step repeats the value one season earlier; naive when no season is found.
+
+    The season is `period` steps when given, else the shortest significant
+    period detected. Anomalies in the previous season are masked and
+    interpolated, so a one-off spike yesterday is not replayed today.
+    """
+
+    name = "seasonal_naive"
+    period: int | None
+    period_: int
+    """The season length in steps that was used."""
+
+    def __init__(
+        self,
+        period: int | None = None,
+        periods: Sequence[int] | None = None,
+        mask_anomalies: bool = True,
+    ) -> None:
+        super().__init__(periods, mask_anomalies)
+        self.period = period
+
+    def _fit(self, history: History) -> None:
+        period = self.period or (history.periods[0] if history.periods else 0)
+        if period < 2:
+            self._degrade("no seasonal period found", Naive(history.periods))
+        elif history.raw.size < period:
+            self._degrade(f"history shorter than one season of {period} steps", Naive())
+        self.period_ = period
+
+    def _lags(self, horizon: int) -> IntArray:
+        k = np.arange(1, horizon + 1, dtype=np.int64)
+        return self.period_ * ((k + self.period_ - 1) // self.period_)
+
+    def _forecast(
+        self, horizon: int, levels: tuple[float, ...]
+    ) -> tuple[FloatArray, dict[float, FloatArray]]:
+        filled = self.history_.filled
+        lags = self._lags(horizon)
+        source = filled.size - 1 + np.arange(1, horizon + 1) - lags
+        return filled[source], lagged_offsets(filled, lags, levels)
