@@ -177,6 +177,10 @@ def rate_policy(value: int, ctx: GuardContext) -> tuple[int, str]:
     """HPA convertDesiredReplicasWithBehaviorRate without the bounds (the next guard)."""
     if value > ctx.current:
         limit = max(scale_up_limit(ctx.current, ctx.events, ctx.up, ctx.now), ctx.current)
+        if ctx.current == 0 and ctx.up.select_policy is not SelectPolicy.DISABLED:
+            # Activation (as KEDA does): a percentage of zero is zero, so with Percent
+            # policies alone a target at zero replicas could never come back.
+            limit = max(limit, 1)
         if value > limit:
             return limit, f"scale-up policies allow at most {limit} replicas now"
     elif value < ctx.current:

@@ -160,6 +160,14 @@ def test_the_rate_guard_caps_both_directions_and_never_reverses() -> None:
     assert rate_policy(50, spent)[0] == 10
 
 
+def test_a_target_at_zero_replicas_can_always_be_activated() -> None:
+    percent_only = {"behavior": {"scaleUp": {"policies": [
+        {"type": "Percent", "value": 100, "periodSeconds": 15}]}}, "minReplicas": 0}
+    assert rate_policy(5, context(percent_only, current=0))[0] == 1
+    disabled = {"behavior": {"scaleUp": {"selectPolicy": "Disabled"}}, "minReplicas": 0}
+    assert rate_policy(5, context(disabled, current=0))[0] == 0
+
+
 # ---- bounds and the chain ---------------------------------------------------------
 
 def test_bounds_clamp_to_min_and_max() -> None:

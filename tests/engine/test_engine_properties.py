@@ -196,7 +196,8 @@ def allowed(rules: ScalingRules, current: int, changes: list[tuple[float, int]],
         else:
             proposals.append(int(start * (1 - policy.value / 100)))
     most_change = rules.select_policy is SelectPolicy.MAX
-    return (max if most_change == up else min)(proposals)
+    limit = (max if most_change == up else min)(proposals)
+    return max(limit, 1) if up and current == 0 else limit  # activation from zero
 
 
 @ENGINE
