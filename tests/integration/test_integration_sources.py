@@ -17,6 +17,7 @@ from foreseer.operator.sources import Prometheus
 from foreseer.predictors.series import Series
 from harness.exporter import Workload, periodic
 from harness.prometheus import PrometheusServer, openmetrics
+from harness.proxies import BearerProxy
 
 pytestmark = pytest.mark.integration
 STEP = 60.0
@@ -152,6 +153,27 @@ async def test_basic_auth_and_a_private_ca_are_used_and_required(
     refused = await read(username="foreseer", password_file=str(wrong),
                          ca_file=str(server.ca_file))
     assert isinstance(refused, MetricOutage) and "HTTP 401" in refused.detail
+
+
+async def test_a_bearer_token_file_is_sent_and_reread_so_rotated_tokens_work(
+        backfilled: PrometheusServer, tmp_path: Path) -> None:
+    tokens = ["first-token"]
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    async with BearerProxy(backfilled.url, token=lambda: tokens[-1]) as proxy:
+        source = Prometheus(PrometheusSettings(url=proxy.url, bearer_token_file=str(token_file),
+                                               retries=0))
+        try:
+            assert await source.current(WEB, T0) == pytest.approx(LOAD(T0))
+            tokens.append("rotated-token")
+            token_file.write_text("rotated-token\n")
+            assert await source.current(WEB, T0) == pytest.approx(LOAD(T0))
+            tokens.append("revoked")
+            refused = await source.current(WEB, T0)
+        finally:
+            await source.close()
+    assert isinstance(refused, MetricOutage) and "HTTP 401: Unauthorized" in refused.detail
+    assert proxy.rejected == 2  # the value query and its timestamp query, only after revoking
 
 
 def _unix(text: str) -> float:
