@@ -13,7 +13,13 @@
    trusted, and then only as far as the scale-down stabilization (and the cooldown
    guard) allow. In Reactive, or without a trusted forecast, raw is the floor.
 4. **Guards** (`guards.CHAIN`): circuit breaker, stabilization, cooldown, metrics
-   outage, rate policies, bounds.
+   outage, rate policies, bounds. A target outside [minReplicas, maxReplicas] goes
+   straight to the nearest bound, as with the HPA.
+
+A missing metric is never zero: it adds nothing to the recommendation (its forecast
+is ignored too) and the outage guard keeps the replicas from falling. A cycle counts
+as a failure for the circuit breaker when no metric is available or the scale write
+failed (`Observation.scale_error`).
 
 With no forecasts, this is the HPA v2 algorithm with its default behavior. The
 returned ``new_state`` is the next status: it holds everything the next call needs,
