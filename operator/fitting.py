@@ -244,6 +244,44 @@ class LiveError:
         self.pending.clear()
 
 
+def predict(
+    model: Forecaster, history: Series, steps: int, quantile: float
+) -> tuple[float, float, str] | None:
+    """(quantile value to provision for, point forecast at the horizon, model name).
+
+    The model is first conditioned on the newest history (cheap, no refit), so its
+    forecast starts now and not where the last fit ended. The quantile value is the
+    maximum over the horizon: replicas asked for now must cover the whole lead time.
+    None when the model cannot forecast from this history.
+    """
+    try:
+        update = getattr(model, "update", None)
+        if update is not None:
+            update(history)
+        forecast = model.predict(steps, quantiles=(quantile,))
+    except ValueError as exc:
+        logger.info("no forecast: %s", exc)
+        return None
+    upper = forecast.quantile(quantile)
+    if not np.isfinite(upper).any():
+        return None
+    return float(np.nanmax(upper)), float(forecast.mean[-1]), forecast.model
+
+
+def prior_error(model: Forecaster, steps: int) -> float | None:
+    """The fit's backtest error at ``steps`` ahead relative to the naive model's (a MASE on the
+    live error's scale), used until enough live forecasts have been scored; None if unknown."""
+    scores = getattr(model, "scores_", None)
+    selected = getattr(model, "selected_", None)
+    if not scores or selected not in scores or "naive" not in scores:
+        return None
+    own, naive = scores[selected].mase, scores["naive"].mase
+    at = min(steps, len(own), len(naive)) - 1
+    if at < 0 or not np.isfinite(own[at]) or not np.isfinite(naive[at]) or naive[at] <= 0:
+        return None
+    return float(own[at] / naive[at])
+
+
 def drifting(error: float | None, max_error_ratio: float) -> bool:
     """The live error says the model no longer fits the load."""
     return error is not None and error > DRIFT_FACTOR * max_error_ratio

@@ -230,6 +230,6 @@ def load(
             raise ValueError(f"{source}: {exc}") from None
     built = {}
     for f in dataclasses.fields(Settings):
-        cls = f.default_factory  # type: ignore[misc]
+        cls = f.default_factory
         built[f.name] = cls(**groups[f.name])  # type: ignore[operator]
     return Settings(**built)

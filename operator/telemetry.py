@@ -124,7 +124,7 @@ class Telemetry:
 
 def _has(metric: Gauge | Histogram | Enum | Counter, *labels: str) -> bool:
     # prometheus-client has no public "has child"; its lock-protected dict is the source of truth.
-    return tuple(labels) in metric._metrics  # type: ignore[attr-defined]
+    return tuple(labels) in metric._metrics
 
 
 @dataclass

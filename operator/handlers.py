@@ -1,0 +1,433 @@
+"""Thin Kopf handlers: read (Prometheus, /scale, status), decide(), write (/scale, status, Events).
+
+One daemon per ScalingPolicy runs its loop at ``spec.interval``; Kopf hands daemons a
+live view of the object, so an edited spec takes effect on the next tick. On
+create/update/resume the spec is validated at once, so a bad policy gets its
+condition and Event without waiting for a tick; on delete the policy's models,
+history and metric series are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import numpy as np
+from kubernetes.config import kube_config
+from pydantic import ValidationError
+
+from foreseer.operator import fitting
+from foreseer.operator.clusters import Cluster, ClusterError, TargetNotFound
+from foreseer.operator.deciding import (
+    Decision,
+    ForecastInput,
+    MetricOutage,
+    Observation,
+    decide,
+)
+from foreseer.operator.durations import parse_duration
+from foreseer.operator.fitting import Fitter, LeadTime, LiveError, Recipe
+from foreseer.operator.settings import Settings
+from foreseer.operator.sources import Prometheus
+from foreseer.operator.specs import GROUP, PLURAL, VERSION, Mode, ScalingPolicySpec
+from foreseer.operator.statuses import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    ScalingPolicyStatus,
+    get_condition,
+    set_condition,
+    to_time,
+)
+from foreseer.operator.telemetry import Health, Telemetry
+from foreseer.predictors.series import Series
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class PolicyMemory:
+    """What the operator keeps in memory per policy, besides the fitted models.
+
+    All of it can be lost: after a restart the history is re-read from Prometheus,
+    the models are refitted, and the decision state comes back from status.
+    """
+
+    errors: dict[str, LiveError] = field(default_factory=dict)
+    """Live forecast error per metric."""
+    lead: LeadTime = field(default_factory=LeadTime)
+    """Measured replica readiness, for ``horizon: auto``."""
+    state: ScalingPolicyStatus | None = None
+    """The status written last; the daemon's live view may lag behind our own writes."""
+
+
+@dataclass
+class Runtime:
+    """The operator's shared parts, handed to every handler through Kopf's memo."""
+
+    settings: Settings
+    prometheus: Prometheus
+    cluster: Cluster
+    fitter: Fitter
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    health: Health = field(default_factory=Health)
+    clock: Clock = time.time
+    """Wall clock; the only clock of the operator (decide() gets ``now`` from here)."""
+    memories: dict[tuple[str, str], PolicyMemory] = field(default_factory=dict)
+    metrics_port: int | None = None
+    """The bound port of /metrics and /healthz once serving."""
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        telemetry = Telemetry()
+        return cls(
+            settings=settings,
+            prometheus=Prometheus(settings.prometheus),
+            cluster=Cluster(),
+            fitter=Fitter(settings.fitting, on_fitted=telemetry.fit_seconds.observe),
+            telemetry=telemetry,
+        )
+
+    def memory(self, namespace: str, name: str) -> PolicyMemory:
+        return self.memories.setdefault((namespace, name), PolicyMemory())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop everything held for a deleted policy."""
+        self.memories.pop((namespace, name), None)
+        self.fitter.forget(namespace, name)
+        self.prometheus.forget(namespace, name)
+        self.telemetry.forget(namespace, name)
+
+    async def close(self) -> None:
+        self.fitter.shutdown()
+        await self.prometheus.close()
+        await self.cluster.close()
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """A registry with foreseer's handlers (one per operator, so tests can run several)."""
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # With peering on, a missing peering object must stop us, not silently fall back to
+        # standalone: two replicas acting at once would fight over /scale.
+        settings.peering.mandatory = not memo.runtime.settings.peering.standalone
+        settings.posting.level = logging.WARNING  # our own Events say what happened
+        settings.persistence.finalizer = f"{GROUP}/cleanup"
+        memo.runtime.health.ready = True
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # Kopf's login through the kubernetes client (service account, kubeconfig with exec
+        # plugins); the client reads KUBECONFIG once, at import, so point it at the current one.
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ.get("KUBECONFIG", "~/.kube/config")
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, field="spec", registry=registry)
+    @kopf.on.resume(*resource, registry=registry)
+    async def validate(
+        body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
+        runtime: Runtime = memo.runtime
+        await check_spec(runtime, body, dict(spec), meta.get("generation"), dict(status))
+
+    @kopf.on.delete(*resource, registry=registry)
+    async def cleanup(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+        memo.runtime.forget(meta["namespace"], meta["name"])
+
+    @kopf.daemon(*resource, registry=registry, cancellation_timeout=10.0)
+    async def control(
+        body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+        **_: Any,
+    ) -> None:
+        runtime: Runtime = memo.runtime
+        runtime.health.policies += 1
+        try:
+            while not stopped:
+                interval = await tick(runtime, body)
+                await stopped.wait(interval)
+        finally:
+            runtime.health.policies -= 1
+
+    return registry
+
+
+def parse_spec(raw: Mapping[str, Any]) -> ScalingPolicySpec | str:
+    """The validated spec, or a one-line message naming every bad field."""
+    try:
+        return ScalingPolicySpec.model_validate(raw)
+    except ValidationError as exc:
+        return "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors(include_url=False)
+        )
+
+
+async def check_spec(
+    runtime: Runtime, body: Mapping[str, Any], raw: Mapping[str, Any], generation: int | None,
+    status: Mapping[str, Any],
+) -> ScalingPolicySpec | None:
+    """Validate a policy; an invalid one gets Ready=False with the reason, and an Event."""
+    parsed = parse_spec(raw)
+    if isinstance(parsed, ScalingPolicySpec):
+        return parsed
+    state = read_state(runtime, body, status)
+    await write_conditions(runtime, body, state, [
+        (ConditionType.READY, False, "InvalidSpec", f"the policy is invalid: {parsed}"),
+    ], generation)
+    return None
+
+
+def read_state(runtime: Runtime, body: Mapping[str, Any],
+               status: Mapping[str, Any]) -> ScalingPolicyStatus:
+    """The decision state: what we wrote last, else what the object's status says."""
+    meta = body["metadata"]
+    memory = runtime.memory(meta["namespace"], meta["name"])
+    if memory.state is not None:
+        return memory.state
+    try:
+        return ScalingPolicyStatus.model_validate(dict(status))
+    except ValidationError as exc:
+        # A hand-edited or foreign status must not crash the loop; start from a clean state.
+        logger.warning("ignoring an unreadable status of %s/%s: %s", meta["namespace"],
+                       meta["name"], exc)
+        return ScalingPolicyStatus()
+
+
+async def write_conditions(
+    runtime: Runtime, body: Mapping[str, Any], state: ScalingPolicyStatus,
+    updates: list[tuple[str, bool, str, str]], generation: int | None,
+) -> ScalingPolicyStatus:
+    """Set conditions on the status, and post an Event for each one that changed."""
+    now = to_time(runtime.clock())
+    conditions = list(state.conditions)
+    for kind, ok, reason, message in updates:
+        conditions = set_condition(conditions, kind, ok, reason, message, now, generation)
+    new_state = state.model_copy(update={"conditions": conditions})
+    await write_status(runtime, body, state, new_state)
+    return new_state
+
+
+async def write_status(runtime: Runtime, body: Mapping[str, Any], old: ScalingPolicyStatus,
+                       new: ScalingPolicyStatus) -> None:
+    """Patch the status and post an Event for every condition that changed status or reason."""
+    meta = body["metadata"]
+    await runtime.cluster.patch_policy_status(
+        meta["namespace"], meta["name"], new.model_dump(mode="json", by_alias=True))
+    runtime.memory(meta["namespace"], meta["name"]).state = new
+    for condition in changed_conditions(old.conditions, new.conditions):
+        await runtime.cluster.post_event(
+            body, reason=condition.reason, message=f"{condition.type} is {condition.status}: "
+            f"{condition.message}", warning=is_bad(condition))
+
+
+def changed_conditions(old: list[Condition], new: list[Condition]) -> list[Condition]:
+    changed = []
+    for condition in new:
+        before = get_condition(old, condition.type)
+        if before is None or (before.status, before.reason) != (condition.status,
+                                                                condition.reason):
+            changed.append(condition)
+    return changed
+
+
+def is_bad(condition: Condition) -> bool:
+    """Whether a condition warns: ScalingLimited is the one type where True is the bad side."""
+    if condition.type == ConditionType.SCALING_LIMITED:
+        return False  # being limited by a guard is normal operation, not a warning
+    return condition.status != ConditionStatus.TRUE
+
+
+async def tick(runtime: Runtime, body: kopf.Body) -> float:
+    """One control cycle of one policy; returns the seconds to wait before the next.
+
+    Never raises for bad input: every failure ends up in a condition, an Event, the
+    breaker, or the log, and the loop carries on.
+    """
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation")
+    parsed = parse_spec(dict(body.get("spec", {})))
+    if not isinstance(parsed, ScalingPolicySpec):
+        return 30.0  # invalid: check_spec reported it; wait for an edit
+    spec = parsed
+    interval = parse_duration(spec.interval)
+    started = time.perf_counter()
+    try:
+        await control_cycle(runtime, body, spec, generation)
+    except Exception:
+        # The loop must outlive any bug in one cycle; the next tick retries.
+        logger.exception("the control cycle of %s/%s failed", namespace, name)
+    finally:
+        runtime.telemetry.tick_seconds.labels(namespace, name).observe(
+            time.perf_counter() - started)
+        runtime.health.last_tick = runtime.clock()
+    return max(0.0, interval - (time.perf_counter() - started))
+
+
+async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
+                        generation: int | None) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    memory = runtime.memory(namespace, name)
+    state = read_state(runtime, body, body.get("status") or {})
+
+    try:
+        scale = await runtime.cluster.read_scale(namespace, spec.scale_target_ref)
+    except TargetNotFound as exc:
+        await write_conditions(runtime, body, state, [
+            (ConditionType.READY, False, "TargetNotFound", str(exc))], generation)
+        return
+    except ClusterError as exc:
+        await write_conditions(runtime, body, state, [
+            (ConditionType.READY, False, "TargetUnreadable", str(exc))], generation)
+        return
+
+    now = runtime.clock()
+    metrics, histories = await read_metrics(runtime, namespace, name, spec, now)
+    if spec.forecast.horizon == "auto":
+        memory.lead.observe(await runtime.cluster.list_pods(namespace, scale.selector))
+        runtime.telemetry.lead_time.labels(namespace, name).set(memory.lead.seconds())
+    forecasts = forecast_all(runtime, namespace, name, spec, histories, memory, now)
+
+    observation = Observation(current_replicas=scale.replicas, metrics=metrics,
+                              generation=generation, scale_error=None)
+    with runtime.telemetry.timed(runtime.telemetry.decide_seconds, namespace, name):
+        decision = decide(spec, observation, forecasts, state, now, seed=meta.get("uid", ""))
+
+    decision = await apply(runtime, body, spec, scale.replicas, decision, observation, state,
+                           forecasts, now)
+    publish(runtime, namespace, name, scale.replicas, decision)
+    await write_status(runtime, body, state, decision.new_state)
+
+
+async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
+                current: int, decision: Decision, observation: Observation,
+                state: ScalingPolicyStatus, forecasts: Mapping[str, ForecastInput],
+                now: float) -> Decision:
+    """Patch /scale when the decision moves replicas (never in Observe mode).
+
+    The adapter retries a 409 on fresh reads; if the patch still fails, decide() is
+    asked again with the failure, so the status does not record a scale that never
+    happened and the breaker counts it.
+    """
+    if spec.mode is Mode.OBSERVE or decision.replicas == current:
+        return decision
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        await runtime.cluster.patch_scale(namespace, spec.scale_target_ref, decision.replicas)
+    except ClusterError as exc:
+        failed = Observation(current_replicas=current, metrics=observation.metrics,
+                             generation=observation.generation, scale_error=str(exc))
+        await runtime.cluster.post_event(body, reason="ScaleFailed", warning=True, message=(
+            f"could not scale {spec.scale_target_ref.kind}/{spec.scale_target_ref.name} "
+            f"from {current} to {decision.replicas}: {exc}"))
+        return decide(spec, failed, forecasts, state, now, seed=meta.get("uid", ""))
+    direction = "up" if decision.replicas > current else "down"
+    runtime.telemetry.count_scale(namespace, name, direction)
+    await runtime.cluster.post_event(body, reason="Scaled", warning=False, message=(
+        f"scaled {spec.scale_target_ref.kind}/{spec.scale_target_ref.name} {direction} from "
+        f"{current} to {decision.replicas}: {decision.reason}"))
+    return decision
+
+
+async def read_metrics(
+    runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec, now: float
+) -> tuple[dict[str, float | MetricOutage], dict[str, Series]]:
+    """Each metric's current value (or its outage) and its history, queried concurrently."""
+    step = parse_duration(spec.forecast.step)
+    window = parse_duration(spec.forecast.history)
+
+    async def one(metric_name: str, query: str) -> tuple[float | MetricOutage, Series | None]:
+        reading = await runtime.prometheus.current(query, now)
+        history = await runtime.prometheus.history(
+            (namespace, name, metric_name), query, step=step, window=window, now=now)
+        return reading, history
+
+    results = await asyncio.gather(*(one(m.name, m.query) for m in spec.metrics))
+    metrics: dict[str, float | MetricOutage] = {}
+    histories: dict[str, Series] = {}
+    for metric, (reading, history) in zip(spec.metrics, results, strict=True):
+        metrics[metric.name] = reading
+        if isinstance(reading, MetricOutage):
+            runtime.telemetry.count_query_error(namespace, name, metric.name, reading.kind.lower())
+        if history is not None:
+            histories[metric.name] = history
+    return metrics, histories
+
+
+def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
+                 histories: Mapping[str, Series], memory: PolicyMemory,
+                 now: float) -> dict[str, ForecastInput]:
+    """Each metric's forecast from its fitted model; fits start in the pool as needed.
+
+    A metric without a fitted model yet has no forecast (cold start: decide() acts
+    reactively and says so).
+    """
+    if spec.mode is Mode.REACTIVE:
+        return {}
+    interval = parse_duration(spec.interval)
+    step = parse_duration(spec.forecast.step)
+    retrain = parse_duration(spec.forecast.retrain_interval)
+    max_ratio = spec.guards.forecast_trust.max_error_ratio
+    recipe = Recipe(
+        models=spec.forecast.candidates,
+        quantile=spec.forecast.quantile, step=step)
+    horizon = fitting.horizon_seconds(spec.forecast.horizon, interval, memory.lead)
+    steps = max(1, math.ceil(horizon / step))
+    forecasts = {}
+    for metric_name, history in histories.items():
+        key = (namespace, name, metric_name)
+        errors = memory.errors.setdefault(metric_name, LiveError())
+        errors.score(history)
+        live = errors.mase()
+        reason = runtime.fitter.needs_fit(key, recipe, now, retrain,
+                                          fitting.drifting(live, max_ratio))
+        if reason is not None and history.observed() > 0:
+            logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, reason)
+            if reason != "no model yet":
+                errors.reset()
+            runtime.fitter.submit(key, history, recipe, runtime.clock)
+        fitted = runtime.fitter.get(key)
+        if fitted is None or fitted.recipe != recipe:
+            runtime.telemetry.observe_metric(namespace, name, metric_name, None, live)
+            continue
+        forecast = fitting.predict(fitted.model, history, steps, spec.forecast.quantile)
+        if forecast is None:
+            continue
+        value, point, model = forecast
+        last = history.values[~np.isnan(history.values)]
+        if last.size:
+            errors.expect(history.end - history.step + steps * step, point, float(last[-1]))
+        mase = live if live is not None else fitting.prior_error(fitted.model, steps)
+        forecasts[metric_name] = ForecastInput(
+            value=value, model=model, mase=mase, horizon=horizon,
+            quantile=spec.forecast.quantile)
+        runtime.telemetry.observe_metric(namespace, name, metric_name, value, live)
+    return forecasts
+
+
+def publish(runtime: Runtime, namespace: str, name: str, current: int,
+            decision: Decision) -> None:
+    """The decision's numbers on /metrics."""
+    t = runtime.telemetry
+    for gauge, value in ((t.reactive, decision.reactive), (t.predictive, decision.predictive),
+                         (t.final, decision.final), (t.current, current)):
+        if value is not None:
+            gauge.labels(namespace, name).set(value)
+    t.breaker.labels(namespace, name).state(decision.new_state.breaker.state.value)
+

@@ -1,0 +1,79 @@
+"""`foreseer run` and `python -m foreseer.operator`: start Kopf and the /metrics + /healthz server.
+
+Both run in one event loop; a separate process pool fits the models, so the loop
+never blocks on a fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+
+import kopf
+
+from foreseer.operator import handlers, settings, telemetry
+from foreseer.operator.settings import LoggingSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    settings.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = settings.load(args)
+    except ValueError as exc:
+        print(f"foreseer run: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(loaded.logging)
+    # Kopf installs its own SIGINT/SIGTERM handlers and stops gracefully on them.
+    asyncio.run(operate(loaded))
+    return 0
+
+
+def configure_logging(config: LoggingSettings) -> None:
+    """Kopf's formatters (they add the object a message is about), at the chosen level."""
+    log_format = kopf.LogFormat.JSON if config.json else kopf.LogFormat.FULL
+    kopf.configure(debug=config.level == "DEBUG", log_format=log_format)
+    logging.getLogger().setLevel(config.level)
+
+
+async def operate(
+    config: Settings,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    runtime: handlers.Runtime | None = None,
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or for ever, until cancelled).
+
+    Credentials come from Kopf's discovery: the in-cluster service account, else
+    the kubeconfig (``KUBECONFIG``). ``runtime`` lets tests and the benchmark look inside.
+    """
+    runtime = runtime or handlers.Runtime.create(config)
+    registry = handlers.build_registry()
+    server = await telemetry.serve(runtime.telemetry, runtime.health,
+                                   config.server.host, config.server.port)
+    runtime.metrics_port = telemetry.bound_port(server)
+    logger.info("serving /metrics and /healthz on port %d", runtime.metrics_port)
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=config.scope.clusterwide,
+            namespaces=list(config.scope.namespaces),
+            standalone=config.peering.standalone,
+            priority=config.peering.priority,
+            peering_name=config.peering.name,
+            memo=kopf.Memo(runtime=runtime),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        runtime.health.ready = False
+        await server.cleanup()
+        await runtime.close()

@@ -1,0 +1,75 @@
+"""Fixtures of the operator's integration scenarios: a real Kopf operator (in-process, through
+`foreseer.operator.running.operate`) against the realistic emulator and a real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from operator_stack import RunningOperator, Stack, StartOperator
+
+from foreseer.operator.handlers import Runtime
+from foreseer.operator.running import operate
+from foreseer.operator.settings import (
+    FittingSettings,
+    PeeringSettings,
+    PrometheusSettings,
+    ScopeSettings,
+    ServerSettings,
+    Settings,
+)
+from harness.emulator import Emulator
+from harness.exporter import Exporter
+from harness.prometheus import PrometheusServer
+from harness.workloads import DeploymentController
+
+
+@pytest.fixture
+async def start_operator(kubeconfig: Path) -> AsyncIterator[StartOperator]:
+    """Starts operators (``await start_operator(prometheus_url)``); stops them all at teardown."""
+    running: list[RunningOperator] = []
+
+    async def start(prometheus_url: str, namespaces: tuple[str, ...] = ()) -> RunningOperator:
+        config = Settings(
+            prometheus=PrometheusSettings(url=prometheus_url, timeout=2.0, retries=1),
+            scope=ScopeSettings(namespaces=namespaces),
+            server=ServerSettings(host="127.0.0.1", port=0),
+            peering=PeeringSettings(standalone=True),
+            fitting=FittingSettings(workers=1),
+        )
+        runtime = Runtime.create(config)
+        stop_flag, ready_flag = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                asyncio.run(operate(config, stop_flag=stop_flag, ready_flag=ready_flag,
+                                    runtime=runtime))
+            except BaseException as exc:  # reported by stop() and by the start-up wait
+                errors.append(exc)
+
+        thread = threading.Thread(target=main, name="operator", daemon=True)
+        operator = RunningOperator(runtime, thread, stop_flag, errors)
+        running.append(operator)
+        thread.start()
+        if not await asyncio.to_thread(ready_flag.wait, 30):
+            raise TimeoutError(f"the operator was not ready within 30s: {errors}")
+        return operator
+
+    yield start
+    for operator in running:
+        if operator.thread.is_alive():
+            await operator.stop()
+
+
+@pytest.fixture
+async def stack(
+    emulator: Emulator, deployments: DeploymentController, exporter: Exporter,
+    prometheus_factory: Callable[..., PrometheusServer], start_operator: StartOperator,
+) -> Stack:
+    """Everything a scenario needs; Prometheus scrapes the exporter every second once started."""
+    return Stack(emulator, exporter, prometheus_factory(targets=[exporter.target]),
+                 start_operator)

@@ -1,0 +1,187 @@
+"""What the operator's integration scenarios share: manifests, readers of the emulator's
+objects, a replica recorder, and the `Stack` of emulator, exporter and Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kmock
+
+from foreseer.operator.handlers import Runtime
+from foreseer.operator.specs import GROUP, PLURAL, VERSION
+from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
+from harness.exporter import Exporter, Workload
+from harness.prometheus import PrometheusServer
+from harness.workloads import ready_replicas
+
+POLICIES = kmock.resource(GROUP, VERSION, PLURAL)
+
+
+@dataclass
+class RunningOperator:
+    """One operator in its own thread and event loop, as Kopf recommends for embedding: at
+    exit, Kopf cancels every task its loop started after it, which would include the test's."""
+
+    runtime: Runtime
+    thread: threading.Thread
+    stop_flag: threading.Event
+    errors: list[BaseException]
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop as on SIGTERM; waits for Kopf's graceful shutdown, with a deadline."""
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, timeout)
+        if self.thread.is_alive():
+            raise TimeoutError(f"the operator did not stop within {timeout}s")
+        if self.errors:
+            raise self.errors[0]
+
+    def ticks(self, namespace: str, name: str) -> int:
+        """Control cycles the operator has finished for a policy."""
+        value = self.runtime.telemetry.registry.get_sample_value(
+            "foreseer_tick_seconds_count", {"namespace": namespace, "policy": name})
+        return int(value or 0)
+
+
+StartOperator = Callable[..., Awaitable[RunningOperator]]
+
+
+def policy(name: str, namespace: str, target: str, metrics: list[Mapping[str, Any]],
+           **spec: Any) -> dict[str, Any]:
+    """A ScalingPolicy manifest; ``spec`` adds or overrides camelCase spec fields."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScalingPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": target},
+                 "minReplicas": 1, "maxReplicas": 20, "metrics": list(metrics),
+                 "interval": "1s", **spec},
+    }
+
+
+def metric(name: str, query: str, target: float) -> dict[str, Any]:
+    return {"name": name, "query": query, "targetPerReplica": target}
+
+
+def load_query(app: str, namespace: str) -> str:
+    return f'workload_load{{app="{app}",namespace="{namespace}"}}'
+
+
+async def create_deployment(emulator: Emulator, name: str, namespace: str,
+                            replicas: int) -> None:
+    await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, replicas=replicas))
+
+
+def replicas(emulator: Emulator, namespace: str, name: str) -> int:
+    """spec.replicas of a Deployment as the emulator holds it."""
+    body = emulator.read_object(DEPLOYMENTS, namespace, name) or {}
+    return int(body.get("spec", {}).get("replicas", 0))
+
+
+def status(emulator: Emulator, namespace: str, name: str) -> dict[str, Any]:
+    body = emulator.read_object(POLICIES, namespace, name) or {}
+    return dict(body.get("status") or {})
+
+
+def condition(emulator: Emulator, namespace: str, name: str, kind: str) -> dict[str, Any]:
+    """The ``kind`` condition of a policy's status ({} when absent)."""
+    for item in status(emulator, namespace, name).get("conditions", []):
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def events(emulator: Emulator, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Events about the policy ``name``."""
+    return [e for e in emulator.list_objects(EVENTS, namespace)
+            if e.get("involvedObject", {}).get("name") == name]
+
+
+class ReplicaRecorder:
+    """Every change of a Deployment's spec.replicas, with the loop time it was seen at."""
+
+    def __init__(self, emulator: Emulator, namespace: str, name: str) -> None:
+        self.emulator, self.namespace, self.name = emulator, namespace, name
+        self.changes: list[tuple[float, int]] = []
+        self._queue = emulator.subscribe(DEPLOYMENTS)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ReplicaRecorder:
+        loop = asyncio.get_running_loop()
+        self.changes.append((loop.time(), replicas(self.emulator, self.namespace, self.name)))
+
+        async def record() -> None:
+            while (event := await self._queue.get()) is not None:
+                meta = event["object"]["metadata"]
+                if (meta.get("namespace"), meta["name"]) != (self.namespace, self.name):
+                    continue
+                value = int(event["object"]["spec"].get("replicas", 0))
+                if value != self.changes[-1][1]:
+                    self.changes.append((loop.time(), value))
+
+        self._task = asyncio.create_task(record())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.emulator.unsubscribe(self._queue)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def at(self, when: float) -> int:
+        """Replicas at loop time ``when``."""
+        value = self.changes[0][1]
+        for t, v in self.changes:
+            if t <= when:
+                value = v
+        return value
+
+    def values(self) -> list[int]:
+        return [v for _, v in self.changes]
+
+
+class Level:
+    """A load that tests set by hand: ``level.value = 400`` changes what the exporter reports."""
+
+    def __init__(self, value: float | None) -> None:
+        self.value = value
+
+    def __call__(self, _: float) -> float | None:
+        return self.value
+
+
+@dataclass
+class Stack:
+    """The emulator, its Deployment controller, the live exporter and a real Prometheus."""
+
+    emulator: Emulator
+    exporter: Exporter
+    prometheus: PrometheusServer
+    start_operator: StartOperator
+
+    async def workload(self, name: str, namespace: str, replicas: int,
+                       load: Callable[[float], float | None]) -> None:
+        """A Deployment in the emulator whose load the exporter reports."""
+        await create_deployment(self.emulator, name, namespace, replicas)
+        self.exporter.workloads.append(Workload(
+            name, namespace, load, ready_replicas(self.emulator, namespace, name)))
+
+    async def start_prometheus(self, *ready_queries: str) -> None:
+        """Start Prometheus (off the loop: its readiness wait blocks) and wait for samples."""
+        await asyncio.to_thread(self.prometheus.start)
+        for query in ready_queries:
+            await asyncio.to_thread(self.prometheus.wait_for, query, 30.0)
+
+    async def operator(self, namespaces: tuple[str, ...] = ()) -> RunningOperator:
+        return await self.start_operator(self.prometheus.url, namespaces)
+
+    async def apply(self, manifest: Mapping[str, Any]) -> None:
+        await self.emulator.create_object(POLICIES, manifest)
+
+

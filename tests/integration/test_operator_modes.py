@@ -1,0 +1,73 @@
+"""The operator's everyday behaviour: Observe mode, and policies that do not affect each other."""
+
+from __future__ import annotations
+
+import pytest
+from operator_stack import (
+    Level,
+    ReplicaRecorder,
+    Stack,
+    condition,
+    events,
+    load_query,
+    metric,
+    policy,
+    replicas,
+    status,
+)
+
+from harness.waiting import until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_observe_mode_publishes_the_recommendation_and_never_changes_replicas(
+    stack: Stack,
+) -> None:
+    await stack.workload("web", "shop", replicas=1, load=Level(400.0))
+    await stack.start_prometheus(load_query("web", "shop"))
+    operator = await stack.operator()
+    async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
+        await stack.apply(policy("web", "shop", "web", [
+            metric("load", load_query("web", "shop"), 100.0)], mode="Observe"))
+
+        def recommended() -> bool:
+            final = (status(stack.emulator, "shop", "web").get("recommendation") or {})
+            return final.get("final") == 4
+
+        await until(recommended, timeout=30, what="a recommendation of 4 replicas")
+        await until(lambda: condition(stack.emulator, "shop", "web", "Ready").get("status")
+                    == "True", timeout=10, what="Ready=True")
+        reason = status(stack.emulator, "shop", "web")["recommendation"]["reason"]
+        assert "Observe mode" in reason
+        # More ticks, still no change: the recommendation is published, never applied.
+        ticks = operator.ticks("shop", "web")
+        await until(lambda: operator.ticks("shop", "web") >= ticks + 5, timeout=20,
+                    what="five more ticks")
+    assert recorder.values() == [1]
+    assert replicas(stack.emulator, "shop", "web") == 1
+    assert not [e for e in events(stack.emulator, "shop", "web") if e["reason"] == "Scaled"]
+
+
+async def test_two_policies_in_two_namespaces_scale_independently(stack: Stack) -> None:
+    shop, blog = Level(300.0), Level(600.0)
+    await stack.workload("web", "shop", replicas=1, load=shop)
+    await stack.workload("web", "blog", replicas=1, load=blog)
+    await stack.start_prometheus(load_query("web", "shop"), load_query("web", "blog"))
+    await stack.operator()
+    for namespace in ("shop", "blog"):
+        await stack.apply(policy("web", namespace, "web", [
+            metric("load", load_query("web", namespace), 100.0)]))
+
+    await until(lambda: replicas(stack.emulator, "shop", "web") == 3, timeout=30,
+                what="shop scaled to 3")
+    await until(lambda: replicas(stack.emulator, "blog", "web") == 6, timeout=30,
+                what="blog scaled to 6")
+
+    async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
+        blog.value = 900.0
+        await until(lambda: replicas(stack.emulator, "blog", "web") == 9, timeout=30,
+                    what="blog scaled to 9")
+    assert recorder.values() == [3]
+    assert status(stack.emulator, "shop", "web")["desiredReplicas"] == 3
+    assert status(stack.emulator, "blog", "web")["desiredReplicas"] == 9
