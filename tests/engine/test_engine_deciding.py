@@ -245,6 +245,9 @@ def test_status_records_generation_replicas_and_recommendation() -> None:
     assert status.recommendation is not None
     assert status.recommendation.limited_by == ["ratePolicy"]
     assert all(c.observed_generation == 7 for c in status.conditions)
+    limited = get_condition(status.conditions, ConditionType.SCALING_LIMITED)
+    assert limited is not None
+    assert (limited.status, limited.reason) == ("True", "RatePolicy")
     assert status.last_scale_time is not None
 
 

@@ -235,3 +235,14 @@ def test_restarting_from_the_status_every_cycle_changes_no_decision(
         spec: ScalingPolicySpec, replicas: int, stream: list[Step]) -> None:
     assert outcome(run(spec, replicas, stream, restart_every_cycle=True)) == \
         outcome(run(spec, replicas, stream))
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_without_forecasts_auto_scales_exactly_as_reactive(
+        spec: ScalingPolicySpec, replicas: int, stream: list[Step]) -> None:
+    blind = [Step(s.after, s.metrics, {}, s.apply_fails) for s in stream]
+    auto = spec.model_copy(update={"mode": Mode.AUTO})
+    reactive = spec.model_copy(update={"mode": Mode.REACTIVE})
+    assert [c.decision.replicas for c in run(auto, replicas, blind)] == \
+        [c.decision.replicas for c in run(reactive, replicas, blind)]
