@@ -286,6 +286,8 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     seconds. ``seed``: makes the breaker's jitter differ between policies (pass the
     policy's uid). Never raises on a spec the schema accepts.
     """
+    if not math.isfinite(now):
+        raise ValueError(f"now must be finite Unix seconds, got {now}")
     moment = to_time(now)
     t = moment.timestamp()  # on the status' microsecond grid, as restored history is
     current = observation.current_replicas

@@ -268,3 +268,8 @@ def test_a_restarted_operator_decides_exactly_as_one_that_kept_running() -> None
 def test_a_negative_replica_count_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="current_replicas must be >= 0"):
         Observation(-1, {})
+
+
+def test_a_time_that_is_not_a_number_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="now must be finite Unix seconds"):
+        decide(policy(), Observation(1, {"rps": 1.0}), {}, ScalingPolicyStatus(), math.nan)
