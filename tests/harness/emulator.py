@@ -603,6 +603,8 @@ class Emulator(kmock.KubernetesEmulator):
         params = request.params
         watcher = _Watcher(resource, request.namespace, _selector_filter(params))
         since = params.get("resourceVersion") or "0"
+        if not since.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resourceVersion {since!r}")
         initial = params.get("sendInitialEvents") == "true"
         async with self._lock:
             backlog: list[Body] = []
@@ -751,7 +753,7 @@ class _FieldView(Mapping[str, str]):
 @contextlib.asynccontextmanager
 async def serving(emulator: Emulator | None = None) -> AsyncIterator[Emulator]:
     """Run an `Emulator` on a free loopback port; on exit, end its watches, then stop it."""
-    emulator = emulator or Emulator()
+    emulator = Emulator() if emulator is None else emulator  # an idle one is falsy (no requests)
     async with emulator, kmock.Server(emulator):
         try:
             yield emulator

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 import kubernetes
 import pytest
 
-from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment, parse_selector
+from harness.emulator import (
+    DEPLOYMENTS,
+    EVENTS,
+    Emulator,
+    deployment,
+    parse_selector,
+    serving,
+)
 from harness.waiting import until
 from harness.workloads import DeploymentController
 
@@ -166,6 +173,20 @@ async def test_a_watch_resumes_after_a_resource_version_and_filters_by_label(
         text = await response.text()
     events = [json.loads(line) for line in text.splitlines()]
     assert [(e["type"], e["object"]["spec"]["replicas"]) for e in events] == [("MODIFIED", 2)]
+
+
+async def test_a_watch_from_a_forgotten_resource_version_gets_410_gone() -> None:
+    async with serving(Emulator(watch_log_limit=2)) as emulator:
+        first = await emulator.create_object(DEPLOYMENTS, deployment("web", "shop"))
+        for replicas in (2, 3, 4):
+            await emulator.patch_object(DEPLOYMENTS, "shop", "web",
+                                        {"spec": {"replicas": replicas}})
+        since = first["metadata"]["resourceVersion"]
+        async with asyncio.timeout(10):
+            response = await emulator.get(
+                f"/apis/apps/v1/namespaces/shop/deployments?watch=true&resourceVersion={since}")
+            [event] = [json.loads(line) for line in (await response.text()).splitlines()]
+    assert (event["type"], event["object"]["code"]) == ("ERROR", 410)
 
 
 def test_label_selectors_support_the_set_based_grammar() -> None:
