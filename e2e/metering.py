@@ -16,9 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-from clusters import Cluster
+from typing import Any, Protocol, TypeVar
 
 from harness.exporter import Exporter, Workload
 from harness.prometheus import PrometheusServer, openmetrics
@@ -116,6 +114,12 @@ class Wave:
         return math.ceil(after / self.period) * self.period
 
 
+class ReplicaSource(Protocol):
+    """Where replicas come from: `clusters.Cluster` (kubectl against the API server)."""
+
+    def all_replicas(self, namespace: str) -> dict[str, int]: ...
+
+
 @dataclass
 class ReplicaReader:
     """The exporter's replica callbacks: each Deployment's spec.replicas as read from the
@@ -124,7 +128,7 @@ class ReplicaReader:
     Desired replicas, not ready ones, so that the load follows scaling even on clusters where
     the pause pods cannot run."""
 
-    cluster: Cluster
+    cluster: ReplicaSource
     namespace: str
     max_age: float = 0.5
     """Seconds a read serves every workload of one scrape."""
