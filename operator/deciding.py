@@ -256,7 +256,8 @@ def _trust(spec: ScalingPolicySpec, loads: Mapping[str, float],
 
 def _prune(recommendations: list[Timed], events: list[Timed], spec: ScalingPolicySpec,
            now: float) -> tuple[list[Timed], list[Timed]]:
-    """Keep what a window or policy period can still see, newest HISTORY_LIMIT at most.
+    """Keep what a window or policy period can still see, newest HISTORY_LIMIT at most,
+    and the latest scale-up for the cooldown.
 
     Recommendations of equal value keep only the newest: a window holds one of them
     exactly when it holds the newest, so min and max over any window are unchanged.
@@ -271,6 +272,11 @@ def _prune(recommendations: list[Timed], events: list[Timed], spec: ScalingPolic
     period = max((p.period_seconds for p in (up.policies or []) + (down.policies or [])),
                  default=0)
     recent = [(t, c) for t, c in events if t > now - period][-HISTORY_LIMIT:]
+    ups = [(t, c) for t, c in events if c > 0]
+    if ups and ups[-1] not in recent:
+        # The cooldown guard looks back a forecast horizon, which may be longer than
+        # every policy period; rate policies ignore an event older than their period.
+        recent.insert(0, ups[-1])
     return kept, recent
 
 

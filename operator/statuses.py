@@ -97,8 +97,9 @@ class ScaleEvent(StatusModel):
 class History(StatusModel):
     """The bounded memory the stabilization windows and rate policies need.
 
-    Only entries younger than the longest window or policy period are kept, so
-    the lists stay short; HISTORY_LIMIT is a hard cap on top.
+    Only entries younger than the longest window or policy period are kept (and the
+    latest scale-up, which the cooldown guard needs), so the lists stay short;
+    HISTORY_LIMIT is a hard cap on top.
     """
 
     recommendations: list[TimedRecommendation] = Field(
