@@ -15,6 +15,7 @@ Every wait has a deadline; `close` kills the process if it does not stop in time
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -38,6 +39,16 @@ from typing import Any
 import yaml
 
 from foreseer.predictors.series import Series
+
+# Servers still running at interpreter exit are stopped then, even when a test or the demo
+# died before its own cleanup: no Prometheus outlives the Python process that started it.
+_LIVE: set[PrometheusServer] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_LIVE):
+        server.stop()
 
 
 class PrometheusMissingError(RuntimeError):
@@ -73,7 +84,7 @@ def openmetrics(name: str, labels: Mapping[str, str], series: Series,
     return "\n".join(lines) + "\n"
 
 
-@dataclass
+@dataclass(eq=False)
 class PrometheusServer:
     """One Prometheus process with its own data directory, port and scrape targets."""
 
@@ -166,6 +177,7 @@ class PrometheusServer:
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        _LIVE.add(self)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -181,6 +193,7 @@ class PrometheusServer:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after `stop_timeout`); data is kept."""
         process, self._process = self._process, None
+        _LIVE.discard(self)
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
