@@ -164,6 +164,8 @@ class Emulator(kmock.KubernetesEmulator):
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _scale_paths: dict[kmock.resource, tuple[str, str, str | None]] = attrs.field(
+        factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -192,6 +194,10 @@ class Emulator(kmock.KubernetesEmulator):
                 subresources=set(version.get("subresources", {})),
             )
             self._custom.add(res)
+            scale = version.get("subresources", {}).get("scale")
+            if scale is not None:
+                self._scale_paths[res] = (scale["specReplicasPath"], scale["statusReplicasPath"],
+                                          scale.get("labelSelectorPath"))
         body = copy.deepcopy(dict(crd))
         self._store_new(CRDS, None, body)
         return resource
@@ -431,7 +437,12 @@ class Emulator(kmock.KubernetesEmulator):
                            f"spec.replicas: Invalid value: {replicas!r}: "
                            "must be a non-negative integer")
         updated = copy.deepcopy(current)
-        updated.setdefault("spec", {})["replicas"] = replicas
+        spec_path = self._scale_paths.get(resource, (".spec.replicas",))[0]
+        *parents, leaf = spec_path.strip(".").split(".")
+        target = updated
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = replicas
         return self._scale_of(resource, self._store_update(resource, current, updated))
 
     def _apply(self, resource: kmock.resource, current: Body, method: str, content_type: str,
@@ -575,14 +586,21 @@ class Emulator(kmock.KubernetesEmulator):
     def _scale_of(self, resource: kmock.resource, body: Body) -> Body:
         """The autoscaling/v1 Scale a real API server derives from a scalable object."""
         meta = body["metadata"]
+        if resource in self._scale_paths:  # a CRD's scale subresource names its own fields
+            spec_path, status_path, selector_path = self._scale_paths[resource]
+            replicas, current = _at(body, spec_path), _at(body, status_path)
+            selector = str(_at(body, selector_path) or "") if selector_path else ""
+        else:  # the builtin workloads
+            replicas = body.get("spec", {}).get("replicas", 1)
+            current = body.get("status", {}).get("replicas")
+            selector = format_selector(body.get("spec", {}).get("selector") or {})
         return {
             "apiVersion": "autoscaling/v1", "kind": "Scale",
             "metadata": {key: meta[key] for key in
                          ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                          if key in meta},
-            "spec": {"replicas": int(body.get("spec", {}).get("replicas", 1))},
-            "status": {"replicas": int(body.get("status", {}).get("replicas", 0)),
-                       "selector": format_selector(body.get("spec", {}).get("selector") or {})},
+            "spec": {"replicas": int(replicas or 0)},
+            "status": {"replicas": int(current or 0), "selector": selector},
         }
 
     def _list(self, resource: kmock.resource, namespace: str | None,
@@ -647,6 +665,14 @@ class Emulator(kmock.KubernetesEmulator):
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
+
+
+def _at(body: Mapping[str, Any], path: str) -> Any:
+    """The value at a CRD JSON path like ``.spec.replicas``, or None."""
+    value: Any = body
+    for part in path.strip(".").split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,28 @@ async def test_a_writer_between_our_read_and_write_causes_a_real_409_and_we_stil
     assert len(scale_writes) == 2  # the stale write (409), then the re-read one
 
 
+async def test_a_custom_resource_with_a_scale_subresource_can_be_read_and_scaled(
+        cluster: Cluster, emulator: Emulator) -> None:
+    emulator.install_crd({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rollouts.argoproj.io"},
+        "spec": {"group": "argoproj.io", "scope": "Namespaced",
+                 "names": {"kind": "Rollout", "plural": "rollouts"},
+                 "versions": [{"name": "v1alpha1", "served": True, "storage": True,
+                               "subresources": {"status": {}, "scale": {
+                                   "specReplicasPath": ".spec.replicas",
+                                   "statusReplicasPath": ".status.replicas",
+                                   "labelSelectorPath": ".status.selector"}}}]}})
+    rollouts = "argoproj.io/v1alpha1/rollouts"
+    await emulator.create_object(rollouts, {
+        "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 2},
+        "status": {"replicas": 2, "selector": "app=web"}})
+    ref = ScaleTargetRef(api_version="argoproj.io/v1alpha1", kind="Rollout", name="web")
+    assert (await cluster.read_scale("shop", ref)).selector == "app=web"
+    assert (await cluster.patch_scale("shop", ref, 6)).replicas == 6
+    assert emulator.read_object(rollouts, "shop", "web")["spec"]["replicas"] == 6
+
+
 async def test_persistent_conflicts_end_in_a_cluster_error_after_bounded_retries(
         cluster: Cluster, emulator: Emulator, web: dict[str, object]) -> None:
     fault = emulator.fail_next("PATCH", DEPLOYMENTS, subresource="scale", times=100)
