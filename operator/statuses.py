@@ -98,8 +98,8 @@ class History(StatusModel):
     """The bounded memory the stabilization windows and rate policies need.
 
     Only entries younger than the longest window or policy period are kept (and the
-    latest scale-up, which the cooldown guard needs), so the lists stay short;
-    HISTORY_LIMIT is a hard cap on top.
+    latest scale-up, which the cooldown guard needs), so the lists stay short; each
+    holds 256 entries at most.
     """
 
     recommendations: list[TimedRecommendation] = Field(
