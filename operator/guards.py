@@ -25,6 +25,7 @@ from foreseer.operator.specs import (
     CircuitBreakerSpec,
     MetricsOutagePolicy,
     PolicyType,
+    ScalingPolicyRule,
     ScalingPolicySpec,
     ScalingRules,
     SelectPolicy,
@@ -128,55 +129,41 @@ def metrics_outage(value: int, ctx: GuardContext) -> tuple[int, str]:
     return value, ""
 
 
-def _changed_within(events: Sequence[Timed], period: int, now: float) -> tuple[int, int]:
-    """HPA getReplicasChangePerPeriod for both directions: (added, deleted)."""
+def _period_start(current: int, events: Sequence[Timed], period: int, now: float) -> int:
+    """HPA getReplicasChangePerPeriod, both directions: the replicas when the period began."""
     cutoff = now - period
-    added = sum(c for t, c in events if t > cutoff and c > 0)
-    deleted = -sum(c for t, c in events if t > cutoff and c < 0)
-    return added, deleted
+    return current - sum(change for t, change in events if t > cutoff)
 
 
-def scale_up_limit(current: int, events: Sequence[Timed], rules: ScalingRules,
-                   now: float) -> int:
-    """HPA calculateScaleUpLimitWithScalingRules: the most replicas the policies allow."""
+def _proposal(start: int, policy: ScalingPolicyRule, up: bool) -> int:
+    if policy.type is PolicyType.PODS:
+        return start + policy.value if up else start - policy.value
+    if up:
+        # Rounded up, or a small deployment could never grow (HPA comment).
+        return math.ceil(float(start) * (1 + float(policy.value) / 100))
+    # Go's int32() truncates toward zero, as Python's int() does.
+    return int(float(start) * (1 - float(policy.value) / 100))
+
+
+def rate_limit(current: int, events: Sequence[Timed], rules: ScalingRules, now: float,
+               up: bool) -> int:
+    """The furthest the policies let replicas move from ``current`` in one direction: HPA
+    calculateScaleUpLimitWithScalingRules (``up``) and calculateScaleDownLimitWithBehaviors.
+    """
     if rules.select_policy is SelectPolicy.DISABLED:
         return current
-    proposals = []
-    for policy in rules.policies or ():
-        added, deleted = _changed_within(events, policy.period_seconds, now)
-        start = current - added + deleted
-        if policy.type is PolicyType.PODS:
-            proposals.append(start + policy.value)
-        else:
-            # Rounded up, or a small deployment could never grow (HPA comment).
-            proposals.append(math.ceil(float(start) * (1 + float(policy.value) / 100)))
-    select = min if rules.select_policy is SelectPolicy.MIN else max
-    return select(proposals, default=current)
-
-
-def scale_down_limit(current: int, events: Sequence[Timed], rules: ScalingRules,
-                     now: float) -> int:
-    """HPA calculateScaleDownLimitWithBehaviors: the fewest replicas the policies allow."""
-    if rules.select_policy is SelectPolicy.DISABLED:
-        return current
-    proposals = []
-    for policy in rules.policies or ():
-        added, deleted = _changed_within(events, policy.period_seconds, now)
-        start = current - added + deleted
-        if policy.type is PolicyType.PODS:
-            proposals.append(start - policy.value)
-        else:
-            # Go's int32() truncates toward zero, as Python's int() does.
-            proposals.append(int(float(start) * (1 - float(policy.value) / 100)))
-    # "Min" selects the smallest change, which for scale-down is the largest count.
-    select = max if rules.select_policy is SelectPolicy.MIN else min
-    return select(proposals, default=current)
+    proposals = [_proposal(_period_start(current, events, policy.period_seconds, now),
+                           policy, up) for policy in rules.policies or ()]
+    # Max picks the policy that allows the biggest change: the most replicas going up,
+    # the fewest going down; Min the smallest change.
+    biggest = rules.select_policy is SelectPolicy.MAX
+    return (max if biggest == up else min)(proposals, default=current)
 
 
 def rate_policy(value: int, ctx: GuardContext) -> tuple[int, str]:
     """HPA convertDesiredReplicasWithBehaviorRate without the bounds (the next guard)."""
     if value > ctx.current:
-        limit = max(scale_up_limit(ctx.current, ctx.events, ctx.up, ctx.now), ctx.current)
+        limit = max(rate_limit(ctx.current, ctx.events, ctx.up, ctx.now, up=True), ctx.current)
         if ctx.current == 0 and ctx.up.select_policy is not SelectPolicy.DISABLED:
             # Activation (as KEDA does): a percentage of zero is zero, so with Percent
             # policies alone a target at zero replicas could never come back.
@@ -184,7 +171,8 @@ def rate_policy(value: int, ctx: GuardContext) -> tuple[int, str]:
         if value > limit:
             return limit, f"scale-up policies allow at most {limit} replicas now"
     elif value < ctx.current:
-        limit = min(scale_down_limit(ctx.current, ctx.events, ctx.down, ctx.now), ctx.current)
+        limit = min(rate_limit(ctx.current, ctx.events, ctx.down, ctx.now, up=False),
+                    ctx.current)
         if value < limit:
             return limit, f"scale-down policies allow no fewer than {limit} replicas now"
     return value, ""

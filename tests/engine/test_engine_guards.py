@@ -19,9 +19,8 @@ from foreseer.operator.guards import (
     circuit_breaker,
     cooldown,
     metrics_outage,
+    rate_limit,
     rate_policy,
-    scale_down_limit,
-    scale_up_limit,
     stabilization,
 )
 from foreseer.operator.specs import CircuitBreakerSpec, ScalingRules
@@ -123,32 +122,46 @@ def test_the_outage_guard_does_nothing_when_every_metric_is_there() -> None:
 
 # ---- rate policies ----------------------------------------------------------------
 
+def up_limit(current: int, select: str, *policies: tuple[str, int, int],
+             events: tuple[tuple[float, int], ...] = ()) -> int:
+    return rate_limit(current, events, rules(select, *policies), T0, up=True)
+
+
+def down_limit(current: int, select: str, *policies: tuple[str, int, int],
+               events: tuple[tuple[float, int], ...] = ()) -> int:
+    return rate_limit(current, events, rules(select, *policies), T0, up=False)
+
+
+PODS_3, PODS_4 = ("Pods", 3, 60), ("Pods", 4, 60)
+PERCENT_10, PERCENT_50 = ("Percent", 10, 60), ("Percent", 50, 60)
+
+
 def test_pods_and_percent_scale_up_limits() -> None:
-    assert scale_up_limit(10, (), rules("Max", ("Pods", 4, 60)), T0) == 14
-    assert scale_up_limit(10, (), rules("Max", ("Percent", 50, 60)), T0) == 15
-    assert scale_up_limit(10, (), rules("Max", ("Pods", 4, 60), ("Percent", 50, 60)), T0) == 15
-    assert scale_up_limit(10, (), rules("Min", ("Pods", 4, 60), ("Percent", 50, 60)), T0) == 14
-    assert scale_up_limit(10, (), rules("Disabled", ("Pods", 4, 60)), T0) == 10
+    assert up_limit(10, "Max", PODS_4) == 14
+    assert up_limit(10, "Max", PERCENT_50) == 15
+    assert up_limit(10, "Max", PODS_4, PERCENT_50) == 15
+    assert up_limit(10, "Min", PODS_4, PERCENT_50) == 14
+    assert up_limit(10, "Disabled", PODS_4) == 10
 
 
 def test_percent_scale_up_rounds_up_as_go_does() -> None:
     # 50 * (1 + 10/100) is 55.00000000000001 in IEEE arithmetic; the HPA's ceil makes it 56.
-    assert scale_up_limit(50, (), rules("Max", ("Percent", 10, 60)), T0) == 56
-    assert scale_up_limit(1, (), rules("Max", ("Percent", 10, 60)), T0) == 2
+    assert up_limit(50, "Max", PERCENT_10) == 56
+    assert up_limit(1, "Max", PERCENT_10) == 2
 
 
 def test_percent_scale_down_truncates_as_go_does() -> None:
-    assert scale_down_limit(72, (), rules("Max", ("Percent", 10, 60)), T0) == 64
-    assert scale_down_limit(10, (), rules("Max", ("Pods", 3, 60), ("Percent", 50, 60)), T0) == 5
-    assert scale_down_limit(10, (), rules("Min", ("Pods", 3, 60), ("Percent", 50, 60)), T0) == 7
-    assert scale_down_limit(10, (), rules("Disabled", ("Pods", 3, 60)), T0) == 10
+    assert down_limit(72, "Max", PERCENT_10) == 64
+    assert down_limit(10, "Max", PODS_3, PERCENT_50) == 5
+    assert down_limit(10, "Min", PODS_3, PERCENT_50) == 7
+    assert down_limit(10, "Disabled", PODS_3) == 10
 
 
 def test_the_period_starts_from_the_replicas_before_its_events() -> None:
     # +4 at -30 s and -2 at -10 s: the 60 s period started at 10 - 4 + 2 = 8.
     events = ((T0 - 30, 4), (T0 - 10, -2), (T0 - 60, 50))
-    assert scale_up_limit(10, events, rules("Max", ("Pods", 4, 60)), T0) == 12
-    assert scale_down_limit(10, events, rules("Max", ("Pods", 4, 60)), T0) == 4
+    assert up_limit(10, "Max", PODS_4, events=events) == 12
+    assert down_limit(10, "Max", PODS_4, events=events) == 4
 
 
 def test_the_rate_guard_caps_both_directions_and_never_reverses() -> None:
