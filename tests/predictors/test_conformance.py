@@ -12,9 +12,13 @@ import pytest
 
 from foreseer.predictors.forecasts import Forecast, Forecaster
 from foreseer.predictors.models import MODELS
+from foreseer.predictors.selecting import AutoForecaster
 from foreseer.predictors.series import Series
 
-FORECASTERS: list[tuple[str, Callable[[], Forecaster]]] = list(MODELS.items())
+FORECASTERS: list[tuple[str, Callable[[], Forecaster]]] = [
+    *MODELS.items(),
+    ("auto", AutoForecaster),
+]
 """Every forecaster under test: the registry's model families (and the AutoForecaster)."""
 
 STEP = 300.0
