@@ -40,7 +40,7 @@ class SelectionSettings:
     histories, and old regimes say little about the next hour."""
     calibration: CalibrationSettings = field(
         default_factory=lambda: CalibrationSettings(
-            backtest=BacktestSettings(horizon=12, origins=24, stride=12)
+            backtest=BacktestSettings(horizon=12, origins=48, stride=12)
         )
     )
     """The backtest shared by selection and calibration (24 origins, one per hour at
