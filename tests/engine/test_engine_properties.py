@@ -246,3 +246,17 @@ def test_without_forecasts_auto_scales_exactly_as_reactive(
     reactive = spec.model_copy(update={"mode": Mode.REACTIVE})
     assert [c.decision.replicas for c in run(auto, replicas, blind)] == \
         [c.decision.replicas for c in run(reactive, replicas, blind)]
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_no_scale_down_within_the_scale_down_window_after_a_scale_up(
+        spec: ScalingPolicySpec, replicas: int, stream: list[Step]) -> None:
+    window = spec.behavior.down().stabilization_window_seconds or 0
+    last_up = -math.inf
+    for cycle in run(spec, replicas, stream):
+        inside = spec.min_replicas <= cycle.current <= spec.max_replicas
+        if inside and cycle.now - last_up < window:
+            assert cycle.decision.replicas >= cycle.current
+        if cycle.applied and cycle.decision.replicas > cycle.current:
+            last_up = cycle.now
