@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import pytest
 from engine_builders import Loop, policy
+from hpa_reference import ReferenceHpa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_engine_properties import specs
+
+from foreseer.operator.specs import Mode, ScalingPolicySpec
 
 
 def test_twice_the_target_value_doubles_the_replicas() -> None:
@@ -149,3 +155,31 @@ def test_without_forecasts_auto_and_reactive_decide_alike() -> None:
     auto = Loop(policy(mode="Auto"), replicas=3).run(loads, after=40)
     reactive = Loop(policy(mode="Reactive"), replicas=3).run(loads, after=40)
     assert auto == reactive
+
+
+# ---- against a reference HPA transliterated from the Go controller -------------------
+
+@st.composite
+def hpa_policies(draw: st.DrawFn) -> ScalingPolicySpec:
+    """Random valid policies in Reactive mode, with targets in milli-units as the HPA's."""
+    spec = draw(specs())
+    metrics = [m.model_copy(update={"target_per_replica": draw(st.integers(1, 10**6)) / 1000})
+               for m in spec.metrics]
+    return spec.model_copy(update={"mode": Mode.REACTIVE, "metrics": metrics})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hpa_policies(), st.integers(0, 200),
+       st.lists(st.tuples(st.integers(1, 400), st.lists(st.integers(0, 10**8), min_size=3,
+                                                        max_size=3)), min_size=1, max_size=40))
+def test_with_forecasts_disabled_the_engine_scales_as_the_hpa_controller(
+        spec: ScalingPolicySpec, replicas: int,
+        stream: list[tuple[int, list[int]]]) -> None:
+    reference = ReferenceHpa(spec)
+    loop = Loop(spec, replicas=replicas)
+    for after, millis in stream:
+        loads = {m.name: v / 1000 for m, v in zip(spec.metrics, millis, strict=False)}
+        decision = loop.step(loads, after=after)
+        expected = reference.reconcile(loop.now, replicas, loads)
+        assert decision.replicas == expected
+        replicas = expected
