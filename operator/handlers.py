@@ -388,7 +388,6 @@ def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolic
         models=spec.forecast.candidates,
         quantile=spec.forecast.quantile, step=step)
     horizon = fitting.horizon_seconds(spec.forecast.horizon, interval, memory.lead)
-    steps = max(1, math.ceil(horizon / step))
     forecasts = {}
     for metric_name, history in histories.items():
         key = (namespace, name, metric_name)
@@ -406,13 +405,16 @@ def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolic
         if fitted is None or fitted.recipe != recipe:
             runtime.telemetry.observe_metric(namespace, name, metric_name, None, live)
             continue
+        # Step k of a forecast is at history.end + k * step; the newest point lags now by up
+        # to a step and a scrape, so count the horizon from now, not from the newest point.
+        steps = max(1, math.ceil((now + horizon - history.end) / step) + 1)
         forecast = fitting.predict(fitted.model, history, steps, spec.forecast.quantile)
         if forecast is None:
             continue
         value, point, model = forecast
         last = history.values[~np.isnan(history.values)]
         if last.size:
-            errors.expect(history.end - history.step + steps * step, point, float(last[-1]))
+            errors.expect(history.end + (steps - 1) * step, point, float(last[-1]))
         mase = live if live is not None else fitting.prior_error(fitted.model, steps)
         forecasts[metric_name] = ForecastInput(
             value=value, model=model, mase=mase, horizon=horizon,
