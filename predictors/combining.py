@@ -81,3 +81,70 @@ def combine(results: Sequence[Backtest], name: str = "") -> Backtest:
         tuple(f for r in results for f in r.failures),
         None if any(m is None for m in lasts) else Combination([m for m in lasts if m], name),
     )
+
+
+class Stitched:
+    """A forecaster that takes each horizon step from the member chosen for that step.
+
+    A model that tracks the latest level well is often best for the next few
+    minutes and a seasonal one for the next hour; stitching serves each where
+    it was best. Steps past ``choice`` take the last step's member.
+    """
+
+    def __init__(
+        self, members: dict[str, Forecaster], choice: Sequence[str], name: str = ""
+    ) -> None:
+        missing = sorted(set(choice) - set(members))
+        if not choice or missing:
+            raise ValueError(f"every chosen step needs a member; missing {missing}")
+        self.members = members
+        self.choice = tuple(choice)
+        self.name = name
+
+    def fit(self, series: Series) -> Self:
+        self.members = {n: m.fit(series) for n, m in self.members.items()}
+        return self
+
+    def update(self, series: Series) -> Self:
+        """Move every member on; one that cannot update is refitted."""
+        self.members = {
+            n: m.update(series) if isinstance(m, Updatable) else m.fit(series)
+            for n, m in self.members.items()
+        }
+        return self
+
+    def predict(
+        self, horizon_steps: int, quantiles: Sequence[float] = DEFAULT_QUANTILES
+    ) -> Forecast:
+        h = validate_horizon(horizon_steps)
+        levels = validate_quantiles(quantiles)
+        forecasts = {n: m.predict(h, levels) for n, m in self.members.items()}
+        steps = [self.choice[min(j, len(self.choice) - 1)] for j in range(h)]
+        mean = np.array([forecasts[n].mean[j] for j, n in enumerate(steps)])
+        quants = {
+            q: np.array([forecasts[n].quantile(q)[j] for j, n in enumerate(steps)]) for q in levels
+        }
+        first = forecasts[steps[0]]
+        return Forecast(first.start, first.step, mean, monotone(quants), self.name)
+
+
+def stitch(results: dict[str, Backtest], choice: Sequence[str], name: str = "") -> Backtest:
+    """The backtest a Stitched forecaster would have had: each step's column from its member."""
+    first = results[choice[0]]
+    mean = np.column_stack([results[n].mean[:, j] for j, n in enumerate(choice)])
+    quants = {
+        q: np.column_stack([results[n].quantile(q)[:, j] for j, n in enumerate(choice)])
+        for q in first.quantiles
+    }
+    used = {n: results[n] for n in dict.fromkeys(choice)}
+    lasts = {n: r.last for n, r in used.items()}
+    return Backtest(
+        first.origins,
+        first.actual,
+        mean,
+        quants,
+        tuple(f for r in used.values() for f in r.failures),
+        None
+        if any(m is None for m in lasts.values())
+        else Stitched({n: m for n, m in lasts.items() if m is not None}, choice, name),
+    )

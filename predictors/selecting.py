@@ -11,6 +11,7 @@ model is judged on what it will actually serve, not on its raw quantiles.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
@@ -19,7 +20,7 @@ import numpy as np
 
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
 from foreseer.predictors.calibrating import Calibrated, CalibrationSettings, conformal_offsets
-from foreseer.predictors.combining import Combination, combine
+from foreseer.predictors.combining import Combination, Stitched, combine, stitch
 from foreseer.predictors.forecasts import (
     DEFAULT_QUANTILES,
     Forecast,
@@ -48,6 +49,11 @@ class SelectionSettings:
     combine: int = 3
     """The best this many candidates are also offered averaged, as one more candidate
     named "a+b+c" (below 2: no combination)."""
+    step_margin: float | None = 0.1
+    """A horizon step takes another model than the overall winner when that model's
+    pinball there (pooled over neighbouring steps) is lower by at least this share; the
+    chosen models' forecasts are stitched, named "a:1-2|b:3-12". None: one model for
+    every step. The margin keeps noise in a small backtest from splitting the choice."""
     fallback: str = "naive"
     """Model used, uncalibrated, when the history is too short to backtest."""
 
@@ -141,6 +147,13 @@ class AutoForecaster:
             self.scores_[name] = _cross_fitted_scores(results[name], cal, self.quantile, scale)
             candidates[name] = _combination_factory(members, candidates, name)
         self.selected_ = min(results, key=lambda n: _mean_or_inf(self.scores_[n].pinball))
+        choice = _per_step_choice(self.scores_, self.selected_, cal.spread, s.step_margin)
+        if len(set(choice)) > 1:
+            name = _stitched_name(choice)
+            results[name] = stitch(results, choice, name)
+            self.scores_[name] = _cross_fitted_scores(results[name], cal, self.quantile, scale)
+            candidates[name] = _stitched_factory(choice, candidates, name)
+            self.selected_ = name
         self.calibrated_ = Calibrated(candidates[self.selected_](), cal).fit_from(
             recent, results[self.selected_]
         )
@@ -182,6 +195,40 @@ class AutoForecaster:
 
 def _combination_factory(members: list[str], candidates: dict[str, Factory], name: str) -> Factory:
     return lambda: Combination([candidates[m]() for m in members], name)
+
+
+def _stitched_factory(choice: list[str], candidates: dict[str, Factory], name: str) -> Factory:
+    return lambda: Stitched({n: candidates[n]() for n in dict.fromkeys(choice)}, choice, name)
+
+
+def _per_step_choice(
+    scores: dict[str, Scores], overall: str, spread: float, margin: float | None
+) -> list[str]:
+    """Per horizon step, the candidate with clearly the lowest pinball over neighbouring steps."""
+    names = list(scores)
+    table = np.vstack([scores[n].pinball for n in names])
+    table = np.where(np.isfinite(table), table, np.inf)
+    steps = table.shape[1]
+    if margin is None:
+        return [overall] * steps
+    choice = []
+    for j in range(steps):
+        lo, hi = math.floor(j * (1.0 - spread)), math.ceil(j * (1.0 + spread)) + 1
+        pooled = table[:, lo:hi].mean(axis=1)
+        best = int(np.argmin(pooled))
+        clearly = pooled[best] < (1.0 - margin) * pooled[names.index(overall)]
+        choice.append(names[best] if clearly else overall)
+    return choice
+
+
+def _stitched_name(choice: list[str]) -> str:
+    runs: list[tuple[str, int, int]] = []
+    for step, name in enumerate(choice, start=1):
+        if runs and runs[-1][0] == name:
+            runs[-1] = (name, runs[-1][1], step)
+        else:
+            runs.append((name, step, step))
+    return "|".join(f"{n}:{a}" if a == b else f"{n}:{a}-{b}" for n, a, b in runs)
 
 
 def _mase_scale(recent: Series) -> float:

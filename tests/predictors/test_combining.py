@@ -3,7 +3,7 @@ import pytest
 from forecaster_doubles import LastMean, Shifted, UpdatableLastMean, noisy_series
 
 from foreseer.predictors.backtesting import BacktestSettings, backtest
-from foreseer.predictors.combining import Combination, combine
+from foreseer.predictors.combining import Combination, Stitched, combine, stitch
 
 SETTINGS = BacktestSettings(horizon=4, origins=6, stride=5)
 
@@ -45,3 +45,28 @@ def test_backtests_over_different_origins_cannot_be_combined():
 def test_a_combination_of_nothing_is_a_clear_error():
     with pytest.raises(ValueError, match="at least one member"):
         Combination([])
+
+
+def test_a_stitched_forecaster_takes_each_step_from_its_chosen_member():
+    series = noisy_series(300)
+    members = {"low": Shifted(LastMean(k=10), -3.0), "high": Shifted(LastMean(k=10), 5.0)}
+    forecast = Stitched(members, ["low", "high"], "s").fit(series).predict(4, (0.9,))
+    level = LastMean(k=10).fit(series).predict(1).mean[0]
+    np.testing.assert_allclose(forecast.mean, level + np.array([-3.0, 5.0, 5.0, 5.0]))
+
+
+def test_a_stitched_backtest_is_what_the_stitched_forecaster_would_have_forecast():
+    series = noisy_series(300)
+    factories = {"short": lambda: LastMean(k=3), "long": lambda: LastMean(k=30)}
+    choice = ["short", "short", "long", "long"]
+    joint = stitch({n: backtest(f, series, SETTINGS) for n, f in factories.items()}, choice)
+    direct = backtest(
+        lambda: Stitched({n: f() for n, f in factories.items()}, choice), series, SETTINGS
+    )
+    np.testing.assert_allclose(joint.mean, direct.mean)
+    np.testing.assert_allclose(joint.quantile(0.9), direct.quantile(0.9))
+
+
+def test_a_step_without_a_member_is_a_clear_error():
+    with pytest.raises(ValueError, match="missing"):
+        Stitched({"a": LastMean()}, ["a", "b"])

@@ -67,6 +67,23 @@ def test_the_best_candidates_averaged_compete_as_one_more_candidate():
     assert model.scores_[model.selected_].pinball.mean() < singles
 
 
+def test_each_step_takes_the_model_clearly_best_there():
+    # a mean-reverting load: the last value is best for the next step, the mean an hour out
+    rng = np.random.default_rng(4)
+    values = np.empty(3000)
+    values[0] = 0.0
+    for t in range(1, values.size):
+        values[t] = 0.8 * values[t - 1] + rng.standard_normal()
+    series = Series(0.0, 300.0, 100.0 + 10.0 * values)
+    model = auto({"naive": LastMean, "mean": lambda: LastMean(k=500)}).fit(series)
+    assert model.selected_.startswith("naive:1|")
+    assert "mean" in model.selected_.split("|")[-1]
+    forecast = model.predict(12, (0.5,))
+    long_mean = series.values[-500:].mean()
+    assert forecast.mean[0] == series.values[-1]
+    assert abs(forecast.mean[-1] - long_mean) < abs(forecast.mean[0] - long_mean)
+
+
 def test_a_short_history_falls_back_to_the_simple_model_and_says_so():
     model = auto().fit(noisy_series(40))
     assert model.selected_ == "naive"
