@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 from engine_builders import Loop, policy
+from engine_strategies import specs
 from hpa_reference import ReferenceHpa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_properties import specs
 
 from foreseer.operator.specs import Mode, ScalingPolicySpec
 
