@@ -75,7 +75,7 @@ bench-loop: $(STAMP)
 	$(PY) -m foreseer.bench loop --out bench/results/loop.json
 
 bench-operator: $(STAMP) prometheus
-	$(PY) -m foreseer.bench operator --out bench/results/operator.json
+	PYTHONPATH=tests $(PY) -m foreseer.bench operator --out bench/results/operator.json
 
 demo: $(STAMP) prometheus
 	PYTHONPATH=tests $(PY) -m harness.demo

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 # or missing dependency never breaks another.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "forecast": ("foreseer.bench.forecasting", "forecast accuracy and speed on trace CSVs"),
+    "operator": ("foreseer.bench.operating", "operator CPU, latency and memory at N policies"),
+    "loop": ("foreseer.bench.looping", "closed-loop scaling vs HPA, -style baselines, oracle"),
 }
 
 

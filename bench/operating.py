@@ -1,0 +1,368 @@
+"""`python -m foreseer.bench operator`: the operator's cost at N = 10, 100 and 1000 policies.
+
+For each N, the benchmark process hosts the realistic emulator (tests/harness) with N
+Deployments and N ScalingPolicies, and a live exporter with N workloads scraped by a real
+Prometheus holding a backfilled day of history. The operator runs as `foreseer run` in its
+own process, so its CPU and memory are measured apart from the emulator's:
+
+- ``cpu_seconds_per_tick``: CPU seconds of the operator's main process per interval in
+  which every policy ticks once (the target is < 30: one core at a 30s interval);
+- ``tick_p99_ms`` and ``decide_p99_ms``: from the operator's own latency histograms on
+  /metrics, over the measured interval (linear interpolation inside a bucket, as
+  PromQL's histogram_quantile);
+- ``fit_seconds_p50``: the median model fit (in the fitting pool) over the run;
+- ``rss_mb``: resident memory of the operator and its fitting workers at the end.
+
+The harness lives in tests/, so run it with ``PYTHONPATH=tests`` (the Makefile does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from foreseer.operator.specs import GROUP, PLURAL, VERSION
+
+HERE = Path(__file__).resolve().parent
+POLICIES = kmock.resource(GROUP, VERSION, PLURAL)
+HISTORY_STEP = 60.0
+HISTORY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Run:
+    policies: int
+    cpu_seconds_per_tick: float
+    tick_p99_ms: float
+    decide_p99_ms: float
+    fit_seconds_p50: float | None
+    rss_mb: float
+    ticks: int
+    """Policy ticks seen in the measured window (about policies x measured intervals)."""
+    fits: int
+    """Model fits that finished during the run."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policies",
+        default="10,100,1000",
+        help="comma-separated policy counts (default 10,100,1000)",
+    )
+    parser.add_argument("--interval", type=float, default=30.0, help="policy interval, seconds")
+    parser.add_argument(
+        "--intervals",
+        type=int,
+        default=3,
+        help="intervals measured per count, after one of warm-up",
+    )
+    parser.add_argument(
+        "--fit-workers",
+        type=int,
+        default=1,
+        help="the operator's fitting processes (1 leaves a core to the rest)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results" / "operator.json",
+        help="JSON results; the markdown table goes next to it (.md)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        counts = [int(part) for part in str(args.policies).split(",") if part.strip()]
+    except ValueError:
+        print(
+            f"--policies must be comma-separated integers, got {args.policies!r}", file=sys.stderr
+        )
+        return 2
+    if not counts or min(counts) < 1 or args.interval <= 0 or args.intervals < 1:
+        print("--policies, --interval and --intervals must be positive", file=sys.stderr)
+        return 2
+    try:
+        from harness.emulator import serving  # noqa: F401 - checked before minutes of work
+    except ModuleNotFoundError:
+        print("the test harness is not importable: run with PYTHONPATH=tests", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    runs = []
+    for count in tqdm(counts, disable=not sys.stderr.isatty(), unit="run"):
+        runs.append(asyncio.run(measure(count, args.interval, args.intervals, args.fit_workers)))
+        print(json.dumps(asdict(runs[-1])), file=sys.stderr)
+    report = {
+        "interval_seconds": args.interval,
+        "runs": [asdict(r) for r in runs],
+        "elapsed_seconds": round(time.monotonic() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    lines = [
+        f"# Operator benchmark (interval {report['interval_seconds']:g}s)",
+        "",
+        "Targets: 1000 policies within one core (cpu s/tick < interval), RSS < 500 MB, "
+        "decide() p99 < 5 ms.",
+        "",
+        "| policies | CPU s/tick | tick p99 ms | decide p99 ms | fit s p50 | RSS MB | fits |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["runs"]:
+        fit = "-" if r["fit_seconds_p50"] is None else f"{r['fit_seconds_p50']:.2f}"
+        lines.append(
+            f"| {r['policies']} | {r['cpu_seconds_per_tick']:.2f} | "
+            f"{r['tick_p99_ms']:.1f} | {r['decide_p99_ms']:.2f} | {fit} | "
+            f"{r['rss_mb']:.0f} | {r['fits']} |"
+        )
+    lines += ["", f"Elapsed: {report['elapsed_seconds']}s.", ""]
+    return "\n".join(lines)
+
+
+def daily(index: int) -> Any:
+    """A different daily curve per workload, so the models are not all the same."""
+    phase = 3600.0 * (index % 24)
+    base = 100.0 + 10 * (index % 7)
+    return lambda t: base + 0.6 * base * math.cos(2 * math.pi * (t - phase) / 86400.0)
+
+
+async def measure(count: int, interval: float, intervals: int, fit_workers: int) -> Run:
+    from harness.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
+    from harness.exporter import Exporter, Workload
+    from harness.prometheus import PrometheusServer, free_port, openmetrics
+
+    with tempfile.TemporaryDirectory(prefix="foreseer-bench-") as tmp:
+        workdir = Path(tmp)
+        async with serving() as emulator, Exporter() as exporter:
+            emulator.install_crd(scalingpolicy_crd())
+            now = time.time()
+            texts = []
+            for i in range(count):
+                name, namespace = f"app-{i}", f"ns-{i % 10}"
+                await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, 2))
+                workload = Workload(name, namespace, daily(i), lambda: 2)
+                exporter.workloads.append(workload)
+                texts.append(
+                    openmetrics(
+                        "workload_load",
+                        {"app": name, "namespace": namespace},
+                        workload.history(now - HISTORY_SECONDS, now, HISTORY_STEP),
+                    )
+                )
+            prometheus = PrometheusServer(workdir / "prometheus", [exporter.target], "15s")
+            await asyncio.to_thread(prometheus.backfill, *texts)
+            await asyncio.to_thread(prometheus.start)
+            kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig")
+            port = free_port()
+            log = (workdir / "operator.log").open("wb")
+            operator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "foreseer.operator",
+                    "--standalone",
+                    f"--prometheus-url={prometheus.url}",
+                    f"--metrics-port={port}",
+                    "--metrics-host=127.0.0.1",
+                    f"--fit-workers={fit_workers}",
+                    "--log-level=WARNING",
+                ],
+                env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONSAFEPATH": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            try:
+                metrics_url = f"http://127.0.0.1:{port}/metrics"
+                await _wait_healthy(f"http://127.0.0.1:{port}/healthz", deadline=60)
+                for i in range(count):
+                    await emulator.create_object(POLICIES, _policy(i, interval))
+                # Warm-up: every policy has ticked at least once (status written).
+                await _wait_for(
+                    lambda: _ticked(emulator, count),
+                    10 * interval + 120,
+                    f"{count} policies' first ticks",
+                )
+                await asyncio.sleep(interval)  # one more interval to settle the first ticks
+                before, cpu_before = await _scrape(metrics_url), _cpu_seconds(operator.pid)
+                window = intervals * interval
+                await asyncio.sleep(window)
+                after, cpu_after = await _scrape(metrics_url), _cpu_seconds(operator.pid)
+                rss = _rss_mb(operator.pid)
+            finally:
+                operator.send_signal(signal.SIGTERM)
+                try:
+                    operator.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                    operator.wait(timeout=10)
+                log.close()
+                prometheus.close()
+                emulator.close_watches()
+    ticks = int(_count(after, "foreseer_tick_seconds") - _count(before, "foreseer_tick_seconds"))
+    fits = int(_count(after, "foreseer_fit_seconds"))
+    return Run(
+        policies=count,
+        cpu_seconds_per_tick=round((cpu_after - cpu_before) / intervals, 3),
+        tick_p99_ms=round(
+            1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.99), 2
+        ),
+        decide_p99_ms=round(
+            1000 * _quantile(_delta(after, before, "foreseer_decision_seconds"), 0.99), 3
+        ),
+        fit_seconds_p50=(
+            round(_quantile(_buckets(after, "foreseer_fit_seconds"), 0.5), 3) if fits else None
+        ),
+        rss_mb=round(rss, 1),
+        ticks=ticks,
+        fits=fits,
+    )
+
+
+def _policy(i: int, interval: float) -> dict[str, Any]:
+    name, namespace = f"app-{i}", f"ns-{i % 10}"
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 1,
+            "maxReplicas": 50,
+            "interval": f"{interval:g}s",
+            "metrics": [
+                {
+                    "name": "load",
+                    "targetPerReplica": 50.0,
+                    "query": f'workload_load{{app="{name}",namespace="{namespace}"}}',
+                }
+            ],
+            "forecast": {"history": "1d", "step": "1m"},
+        },
+    }
+
+
+def _ticked(emulator: Any, count: int) -> bool:
+    done = sum(
+        1
+        for body in emulator.list_objects(POLICIES)
+        if (body.get("status") or {}).get("recommendation")
+    )
+    return done >= count
+
+
+async def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
+        await asyncio.sleep(0.5)
+
+
+async def _wait_healthy(url: str, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"the operator was not healthy within {deadline:.0f}s")
+            await asyncio.sleep(0.5)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def _scrape(url: str) -> Samples:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _buckets(samples: Samples, histogram: str) -> dict[float, float]:
+    """Cumulative bucket counts of a histogram, summed over every label set but ``le``."""
+    total: dict[float, float] = {}
+    for (name, labels), value in samples.items():
+        if name == f"{histogram}_bucket":
+            le = float(dict(labels)["le"])
+            total[le] = total.get(le, 0.0) + value
+    return total
+
+
+def _delta(after: Samples, before: Samples, histogram: str) -> dict[float, float]:
+    a, b = _buckets(after, histogram), _buckets(before, histogram)
+    return {le: a[le] - b.get(le, 0.0) for le in a}
+
+
+def _count(samples: Samples, histogram: str) -> float:
+    return sum(v for (name, _), v in samples.items() if name == f"{histogram}_count")
+
+
+def _quantile(buckets: Mapping[float, float], q: float) -> float:
+    """histogram_quantile: linear interpolation inside the bucket holding the q-th rank."""
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] <= 0:
+        return math.nan
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        if buckets[le] >= rank:
+            if math.isinf(le):
+                return lower
+            share = (rank - below) / (buckets[le] - below) if buckets[le] > below else 0.0
+            return lower + (le - lower) * share
+        lower, below = le, buckets[le]
+    return lower
+
+
+def _pids(pid: int) -> Iterable[int]:
+    yield pid
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            yield from _pids(int(child))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the process itself (not its fitting workers)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of the operator and every process under it."""
+    total_kb = 0
+    for each in _pids(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
