@@ -12,6 +12,11 @@ re-conditions on each tick; the AutoForecaster re-runs its selection at each
 refit. The anchors' q0.9 is their point forecast plus the empirical q0.9 of
 their own residuals at that horizon from origins whose outcome was already
 known (warm-up origins before the test region seed it).
+
+The fit time is the wall time of one AutoForecaster fit on each whole series;
+the predict time is the CPU time of the calling thread per ``predict`` (the
+longest horizon, quantiles 0.5 and 0.9), so that other processes sharing the
+machine do not count as ours.
 """
 
 from __future__ import annotations
@@ -298,7 +303,10 @@ def summarise(
 
 def markdown(report: dict[str, Any]) -> str:
     """The summary, then one table per series: each model's metrics per horizon."""
-    lines = ["# Forecast benchmark", "", "## Summary", "", "| metric | value |", "|---|---|"]
+    paragraphs = (__doc__ or "").strip().split("\n\n")[1:]
+    method = [" ".join(line.strip() for line in p.splitlines()) for p in paragraphs]
+    lines = ["# Forecast benchmark", "", *"\n\n".join(method).splitlines(), "", "## Summary", ""]
+    lines += ["| metric | value |", "|---|---|"]
     for key, value in report["summary"].items():
         lines.append(f"| {key} | {_cell(value)} |")
     for entry in report["series"]:
