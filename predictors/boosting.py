@@ -42,6 +42,8 @@ from foreseer.predictors.series import FloatArray
 IntArray = npt.NDArray[np.int64]
 LAGS = (1, 2, 3, 6, 12)
 MEANS = (3, 6, 12, 36, 144)
+SCALE_WINDOW = 288
+"""Points whose mean load scales the features and the target (a day of 5-minute steps)."""
 SEASONS_BACK = 3
 """How many past seasons the seasonal-profile feature averages."""
 
@@ -64,49 +66,61 @@ def average(rows: list[FloatArray]) -> FloatArray:
 
 def features(
     x: FloatArray,
-    csum: FloatArray,
-    csum2: FloatArray,
     origin: IntArray,
     h: IntArray,
     periods: Sequence[int],
     start: float,
     step: float,
-) -> FloatArray:
-    """Feature rows for forecasting x[origin + h] from history up to x[origin].
+) -> tuple[FloatArray, FloatArray]:
+    """Feature rows for forecasting x[origin + h] from history up to x[origin], and their scale.
 
-    `csum`/`csum2` are cumulative sums of x and x**2 with a leading 0, for
-    rolling means and spreads in O(1) per row.
+    Every feature that is a change in load is divided by the scale (the mean
+    load over the last `SCALE_WINDOW` points), so trees learned at one load
+    level apply at another; the target is scaled the same way.
     """
-    level = x[origin]
-    cols: list[FloatArray] = [h.astype(np.float64), level]
-    cols += [take(x, origin - lag) - level for lag in LAGS]
-    for w in MEANS:
+    csum = np.concatenate(([0.0], np.cumsum(x)))
+    csum2 = np.concatenate(([0.0], np.cumsum(x * x)))
+
+    def trailing_mean(w: int) -> FloatArray:
         lo = np.maximum(origin + 1 - w, 0)
-        count = origin + 1 - lo
-        cols.append((csum[origin + 1] - csum[lo]) / count - level)
+        mean: FloatArray = (csum[origin + 1] - csum[lo]) / (origin + 1 - lo)
+        return mean
+
+    level = x[origin]
+    floor = 1e-3 * float(np.mean(np.abs(x))) + 1e-9
+    scale = np.maximum(trailing_mean(SCALE_WINDOW), floor)
+    changes: list[FloatArray] = [take(x, origin - lag) - level for lag in LAGS]
+    changes += [trailing_mean(w) - level for w in MEANS]
     lo = np.maximum(origin + 1 - 12, 0)
-    count = origin + 1 - lo
-    mean12 = (csum[origin + 1] - csum[lo]) / count
-    cols.append(np.sqrt(np.maximum((csum2[origin + 1] - csum2[lo]) / count - mean12**2, 0.0)))
+    spread2 = (csum2[origin + 1] - csum2[lo]) / (origin + 1 - lo) - trailing_mean(12) ** 2
+    changes.append(np.sqrt(np.maximum(spread2, 0.0)))
     for m in periods:
         back = m * ((h + m - 1) // m)  # one season before the target, never after the origin
-        cols.append(take(x, origin + h - back) - level)
-        cols.append(take(x, origin + h - back) - take(x, origin - back))
+        changes.append(take(x, origin + h - back) - level)
+        changes.append(take(x, origin + h - back) - take(x, origin - back))
         at_target = average([take(x, origin + h - back - k * m) for k in range(SEASONS_BACK)])
         at_origin = average([take(x, origin - back - k * m) for k in range(SEASONS_BACK)])
-        cols.append(at_target - at_origin)
+        changes.append(at_target - at_origin)
     target_time = start + (origin + h) * step
-    cols.append(np.mod(target_time, DAY) / 3600.0)
-    cols.append(np.floor(np.mod(target_time, WEEK) / DAY))
-    return np.column_stack(cols)
+    cols = [
+        h.astype(np.float64),
+        level,
+        level / scale,
+        *(c / scale for c in changes),
+        np.mod(target_time, DAY) / 3600.0,
+        np.floor(np.mod(target_time, WEEK) / DAY),
+    ]
+    return np.column_stack(cols), scale
 
 
 class Boosting(HistoryModel):
     """Direct multi-horizon gradient boosting on lag, seasonal and calendar features.
 
     `quantiles` are the levels trained with quantile loss (others are served
-    from the mean model's in-sample residual spread). Below `min_points`
-    observed points it falls back to EWMA with drift.
+    from the point model's in-sample residual spread). The point forecast is
+    the median model: autoscaling errors are judged in absolute terms (MAE,
+    MASE), and on bursty loads the median beat the squared-error mean. Below
+    `min_points` observed points it falls back to EWMA with drift.
     """
 
     name = "boosting"
@@ -119,12 +133,12 @@ class Boosting(HistoryModel):
     random_state: int
     periods_: tuple[int, ...]
     """The seasonal periods used as features."""
-    regressors_: dict[float | None, HistGradientBoostingRegressor]
-    """The fitted trees: None -> the mean model, q -> the quantile-q model."""
-    path_: dict[float | None, FloatArray]
-    """Forecast from the end of the history for steps 1..max_horizon, per regressor."""
+    regressors_: dict[float, HistGradientBoostingRegressor]
+    """The fitted trees per quantile level (0.5 is the point forecast)."""
+    path_: dict[float, FloatArray]
+    """Forecast from the end of the history for steps 1..max_horizon, per level."""
     residuals_: FloatArray
-    """In-sample residuals of the mean model, one row of samples per horizon step."""
+    """In-sample residuals of the point model, one row of samples per horizon step."""
 
     def __init__(
         self,
@@ -133,7 +147,7 @@ class Boosting(HistoryModel):
         mask_anomalies: bool = True,
         max_horizon: int = 12,
         window: int = 4032,
-        rows: int = 6000,
+        rows: int = 12000,
         max_iter: int = 60,
         min_points: int = 96,
         random_state: int = 0,
@@ -147,7 +161,7 @@ class Boosting(HistoryModel):
         self.min_points = min_points
         self.random_state = random_state
 
-    def _regressor(self, quantile: float | None) -> HistGradientBoostingRegressor:
+    def _regressor(self, quantile: float) -> HistGradientBoostingRegressor:
         common = {
             "max_iter": self.max_iter,
             "learning_rate": 0.1,
@@ -157,15 +171,12 @@ class Boosting(HistoryModel):
             "early_stopping": False,
             "random_state": self.random_state,
         }
-        if quantile is None:
-            return HistGradientBoostingRegressor(loss="squared_error", **common)
         return HistGradientBoostingRegressor(loss="quantile", quantile=quantile, **common)
 
-    def _features(self, history: History, origin: IntArray, h: IntArray) -> FloatArray:
-        x = history.filled
-        csum = np.concatenate(([0.0], np.cumsum(x)))
-        csum2 = np.concatenate(([0.0], np.cumsum(x * x)))
-        return features(x, csum, csum2, origin, h, self.periods_, history.start, history.step)
+    def _features(
+        self, history: History, origin: IntArray, h: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        return features(history.filled, origin, h, self.periods_, history.start, history.step)
 
     def _fit(self, history: History) -> None:
         n = history.filled.size
@@ -182,16 +193,16 @@ class Boosting(HistoryModel):
         h = rng.integers(1, self.max_horizon + 1, size=self.rows)
         keep = origin + h < n
         origin, h = origin[keep], h[keep]
-        target = history.clean[origin + h] - history.filled[origin]
-        keep = ~np.isnan(target)
-        origin, h, target = origin[keep], h[keep], target[keep]
-        x = self._features(history, origin, h)
+        keep = ~np.isnan(history.clean[origin + h])
+        origin, h = origin[keep], h[keep]
+        x, scale = self._features(history, origin, h)
+        target = (history.clean[origin + h] - history.filled[origin]) / scale
         self.regressors_ = {}
         with threadpool_limits(1):
-            for level in (None, *self.quantiles):
+            for level in sorted({0.5, *self.quantiles}):
                 self.regressors_[level] = self._regressor(level).fit(x, target)
-            fitted = self.regressors_[None].predict(x)
-        residuals = target - fitted
+            fitted = self.regressors_[0.5].predict(x)
+        residuals = (target - fitted) * scale
         self.residuals_ = np.full((self.max_horizon, max(1, int(np.bincount(h).max()))), np.nan)
         for k in range(1, self.max_horizon + 1):
             r = residuals[h == k]
@@ -201,10 +212,10 @@ class Boosting(HistoryModel):
     def _update(self, previous: History, history: History) -> None:
         last = history.filled.size - 1
         h = np.arange(1, self.max_horizon + 1, dtype=np.int64)
-        x = self._features(history, np.full(h.size, last, dtype=np.int64), h)
+        x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h)
         level = history.filled[last]
         with threadpool_limits(1):
-            self.path_ = {q: level + r.predict(x) for q, r in self.regressors_.items()}
+            self.path_ = {q: level + r.predict(x) * scale for q, r in self.regressors_.items()}
 
     def _forecast(
         self, horizon: int, levels: tuple[float, ...]
@@ -214,10 +225,10 @@ class Boosting(HistoryModel):
         k = np.arange(1, horizon + 1)
         idx = np.minimum(k, self.max_horizon) - 1
         widen = np.sqrt(np.maximum(k / self.max_horizon, 1.0))
-        mean = self.path_[None][idx]
+        mean = self.path_[0.5][idx]
         offsets: dict[float, FloatArray] = {}
         for q in levels:
-            trained = next((t for t in self.quantiles if abs(t - q) < 1e-9), None)
+            trained = next((t for t in self.regressors_ if abs(t - q) < 1e-9), None)
             if trained is not None:
                 offsets[q] = (self.path_[trained][idx] - mean) * widen
             else:
