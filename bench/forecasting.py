@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=HERE / "results" / "forecast.json",
         help="JSON results; the markdown table goes next to it with a .md suffix",
     )
-    parser.add_argument("--origins", type=int, default=240, help="most origins per series")
-    parser.add_argument("--refit-every", type=int, default=24, help="origins between refits")
+    parser.add_argument("--origins", type=int, default=144, help="most origins per series")
+    parser.add_argument("--refit-every", type=int, default=36, help="origins between refits")
     parser.add_argument(
         "--series", action="append", default=[], help="only CSVs whose name contains this"
     )
