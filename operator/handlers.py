@@ -363,6 +363,8 @@ async def read_metrics(
     histories: dict[str, Series] = {}
     for metric, (reading, history) in zip(spec.metrics, results, strict=True):
         metrics[metric.name] = reading
+        runtime.telemetry.observe_load(
+            namespace, name, metric.name, None if isinstance(reading, MetricOutage) else reading)
         if isinstance(reading, MetricOutage):
             runtime.telemetry.count_query_error(namespace, name, metric.name, reading.kind.lower())
         if history is not None:

@@ -75,13 +75,22 @@ class Telemetry:
         self._directions: dict[tuple[str, str], set[str]] = {}
 
     def observe_metric(self, namespace: str, policy: str, metric: str,
-                       forecast: float | None, error: float | None,
-                       observed: float | None = None) -> None:
-        """Record one metric's forecast, live error and latest actual value; None leaves the
-        value out (a missing metric is never exported as zero)."""
+                       forecast: float | None, error: float | None) -> None:
+        """Record one metric's forecast and live error; None leaves the last value out."""
         self._metrics.setdefault((namespace, policy), set()).add(metric)
-        for gauge, value in ((self.forecast, forecast), (self.forecast_error, error),
-                             (self.observed, observed)):
+        self._set_or_remove(((self.forecast, forecast), (self.forecast_error, error)),
+                            namespace, policy, metric)
+
+    def observe_load(self, namespace: str, policy: str, metric: str,
+                     value: float | None) -> None:
+        """Record one metric's current value; None (an outage) removes it, so a missing
+        metric is never exported as zero or as a stale number."""
+        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._set_or_remove(((self.observed, value),), namespace, policy, metric)
+
+    def _set_or_remove(self, pairs: tuple[tuple[Gauge, float | None], ...], namespace: str,
+                       policy: str, metric: str) -> None:
+        for gauge, value in pairs:
             if value is not None:
                 gauge.labels(namespace, policy, metric).set(value)
             elif _has(gauge, namespace, policy, metric):

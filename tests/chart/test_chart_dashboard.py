@@ -87,3 +87,15 @@ def test_panels_do_not_overlap() -> None:
                 for y in range(grid["y"], grid["y"] + grid["h"])}
         assert cells.isdisjoint(mine), panel["title"]
         cells |= mine
+
+
+def test_the_actual_load_series_goes_away_in_an_outage_instead_of_reading_zero() -> None:
+    telemetry = Telemetry()
+    sample = 'foreseer_observed_value{metric="rps",namespace="shop",policy="web"}'
+    telemetry.observe_load("shop", "web", "rps", 120.0)
+    assert f"{sample} 120.0" in telemetry.exposition().decode()
+    telemetry.observe_load("shop", "web", "rps", None)
+    assert sample not in telemetry.exposition().decode()
+    telemetry.observe_load("shop", "web", "rps", 80.0)
+    telemetry.forget("shop", "web")
+    assert sample not in telemetry.exposition().decode()
