@@ -11,7 +11,7 @@ import numpy.typing as npt
 from foreseer.predictors.forecasts import (
     Forecast,
     Forecaster,
-    Updatable,
+    moved_on,
     validate_horizon,
     validate_quantiles,
 )
@@ -161,10 +161,7 @@ def _history(series: Series, origin: int, window: int | None) -> Series:
 
 
 def _advance(model: Forecaster | None, factory: Factory, history: Series) -> Forecaster:
-    if model is not None and isinstance(model, Updatable):
-        updated: Forecaster = model.update(history)
-        return updated
-    return factory().fit(history)
+    return factory().fit(history) if model is None else moved_on(model, history)
 
 
 def _store(forecast: Forecast, row: int, mean: FloatArray, quants: dict[float, FloatArray]) -> None:

@@ -21,8 +21,8 @@ from foreseer.predictors.forecasts import (
     DEFAULT_QUANTILES,
     Forecast,
     Forecaster,
-    Updatable,
     monotone,
+    moved_on,
     validate_horizon,
     validate_quantiles,
 )
@@ -157,19 +157,12 @@ class Calibrated:
         # The backtest's own model, moved on to the end of the series, saves a
         # full refit (the expensive part for boosted trees).
         last = result.last
-        self.model_: Forecaster
-        if isinstance(last, Updatable):
-            self.model_ = last.update(series)
-        else:
-            self.model_ = self._fresh().fit(series)
+        self.model_ = self._fresh().fit(series) if last is None else moved_on(last, series)
         return self
 
     def update(self, series: Series) -> Self:
         """Condition the fitted model on newer history; the offsets stay as learned."""
-        if isinstance(self.model_, Updatable):
-            self.model_ = self.model_.update(series)
-        else:
-            self.model_ = self._fresh().fit(series)
+        self.model_ = moved_on(self.model_, series)
         return self
 
     def predict(

@@ -18,8 +18,8 @@ from foreseer.predictors.forecasts import (
     DEFAULT_QUANTILES,
     Forecast,
     Forecaster,
-    Updatable,
     monotone,
+    moved_on,
     validate_horizon,
     validate_quantiles,
 )
@@ -45,9 +45,7 @@ class Combination:
 
     def update(self, series: Series) -> Self:
         """Move every member on; one that cannot update is refitted."""
-        self.members = [
-            m.update(series) if isinstance(m, Updatable) else m.fit(series) for m in self.members
-        ]
+        self.members = [moved_on(m, series) for m in self.members]
         return self
 
     def predict(
@@ -107,10 +105,7 @@ class Stitched:
 
     def update(self, series: Series) -> Self:
         """Move every member on; one that cannot update is refitted."""
-        self.members = {
-            n: m.update(series) if isinstance(m, Updatable) else m.fit(series)
-            for n, m in self.members.items()
-        }
+        self.members = {n: moved_on(m, series) for n, m in self.members.items()}
         return self
 
     def predict(

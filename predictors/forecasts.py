@@ -68,6 +68,14 @@ class Updatable(Protocol):
     def update(self, series: Series) -> Self: ...
 
 
+def moved_on(model: Forecaster, series: Series) -> Forecaster:
+    """``model.update(series)`` when the model is `Updatable`, else a full ``model.fit(series)``."""
+    if isinstance(model, Updatable):
+        updated: Forecaster = model.update(series)
+        return updated
+    return model.fit(series)
+
+
 def validate_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
     """Quantile levels, checked to lie strictly between 0 and 1."""
     levels = tuple(float(q) for q in quantiles)
