@@ -166,6 +166,11 @@ def detect_periods(
         strength = float(acf[period])
         if strength < min_strength or peak_strength(acf, period) < min_prominence:
             continue
+        # The ACF must peak at the period itself, not at a nearby lag (a shorter cycle that
+        # happens to almost fit a day would otherwise pass as a daily one).
+        near = acf[max(1, period - period // 48) : period + period // 48 + 1]
+        if near.max() - strength > min_gain:
+            continue
         if any(is_multiple(period, p) and strength < acf[p] + min_gain for p in found):
             continue
         found[period] = strength
