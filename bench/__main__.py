@@ -6,10 +6,10 @@ Add a benchmark by adding a line to `BENCHMARKS`; its module provides
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+
+from foreseer.cli import dispatch
 
 # name -> (module, help). Imported only when chosen, so one benchmark's heavy
 # or missing dependency never breaks another.
@@ -21,20 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m foreseer.bench", description=__doc__)
-    subs = parser.add_subparsers(dest="benchmark", required=True)
-    for name, (module_name, help_text) in BENCHMARKS.items():
-        sub = subs.add_parser(name, help=help_text)
-        sub.set_defaults(_module=module_name)
-        try:
-            importlib.import_module(module_name).add_arguments(sub)
-        except ModuleNotFoundError as exc:
-            sub.set_defaults(_missing=str(exc))
-    args = parser.parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"bench {args.benchmark}: not available: {args._missing}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(args._module).run(args))
+    return dispatch("python -m foreseer.bench", __doc__, BENCHMARKS, argv)
 
 
 if __name__ == "__main__":

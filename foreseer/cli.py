@@ -20,9 +20,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="foreseer", description=__doc__)
+    return dispatch("foreseer", __doc__, COMMANDS, argv)
+
+
+def dispatch(
+    prog: str,
+    description: str | None,
+    commands: dict[str, tuple[str, str]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` into one of ``commands`` (name -> (module, help)) and run it.
+
+    Also serves `python -m foreseer.bench`, whose benchmarks follow the same
+    `add_arguments` / `run` convention.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     subs = parser.add_subparsers(dest="command", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text) in commands.items():
         sub = subs.add_parser(name, help=help_text)
         sub.set_defaults(_module=module_name)
         try:
@@ -31,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sub.set_defaults(_missing=str(exc))
     args = parser.parse_args(argv)
     if getattr(args, "_missing", None):
-        print(f"foreseer {args.command}: not available: {args._missing}", file=sys.stderr)
+        print(f"{prog} {args.command}: not available: {args._missing}", file=sys.stderr)
         return 2
     module = importlib.import_module(args._module)
     return int(module.run(args))
