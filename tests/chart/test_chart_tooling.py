@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from chart.linting import lint_findings
 from chart.rendering import ROOT, helm
 
@@ -38,3 +39,13 @@ def test_fetching_again_downloads_nothing() -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_the_github_workflow_runs_make_test_and_the_kind_suite() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yaml").read_text())
+    commands = {job: [step.get("run", "") for step in spec["steps"]]
+                for job, spec in workflow["jobs"].items()}
+    assert any("make test" in run for run in commands["test"])
+    assert any("make e2e-kind" in run for run in commands["e2e-kind"])
+    for spec in workflow["jobs"].values():
+        assert spec["timeout-minutes"] <= 90
