@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from clusters import Cluster, ClusterUnavailableError
@@ -126,3 +127,18 @@ def stack(cluster: Cluster, operator_mode: str, background_loop: BackgroundLoop,
     finally:
         metering.close()
         cluster.delete_namespace(namespace)
+
+
+@pytest.fixture
+def apply_policy(stack: Stack) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """`kubectl apply`s policies into the stack's namespace; deletes them after the test
+    (waiting for the operator to let go), so scenarios do not act on each other."""
+    names: list[str] = []
+
+    def apply(manifest: dict[str, Any]) -> None:
+        stack.cluster.apply(manifest)
+        names.append(manifest["metadata"]["name"])
+
+    yield apply
+    for name in names:
+        stack.cluster.delete_policy(stack.namespace, name)

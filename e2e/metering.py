@@ -24,8 +24,9 @@ from harness.prometheus import PrometheusServer, openmetrics
 T = TypeVar("T")
 STEP = 10.0
 """Resolution of the backfilled history (and of the policies' forecast.step)."""
-HISTORY = 3 * 3600.0
-"""Backfilled history: 18 periods of the wave, enough for period detection and backtests."""
+HISTORY = 4 * 3600.0
+"""Backfilled history: an hour more than the policies' forecast.history (3h, 18 periods of
+the wave), so their range queries never start before the data does."""
 
 
 class BackgroundLoop:

@@ -3,13 +3,14 @@ operator, and every invalid policy of the CRD tests' table is refused, naming th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
 from api.spec_cases import BASE, INVALID
 from chart.rendering import ROOT
-from clusters import POLICIES, eventually
+from clusters import eventually
 from stacks import Stack
 
 from foreseer.operator.specs import GROUP, KIND, VERSION
@@ -29,27 +30,23 @@ def example_policies(namespace: str) -> list[dict[str, Any]]:
     return policies
 
 
-def test_every_example_is_accepted_and_reported_on_by_the_operator(stack: Stack) -> None:
+def test_every_example_is_accepted_and_reported_on_by_the_operator(
+        stack: Stack, apply_policy: Callable[[dict[str, Any]], None]) -> None:
     namespace, cluster = stack.namespace, stack.cluster
     policies = example_policies(namespace)
     assert policies
-    names = [p["metadata"]["name"] for p in policies]
-    try:
-        for manifest in policies:
-            cluster.apply(manifest)  # raises with the API server's message if refused
-        for name in names:
-            ready = eventually(lambda name=name: cluster.condition(namespace, name, "Ready"),
-                               90, f"the operator to set Ready on {name}")
-            policy = cluster.policy(namespace, name)
-            assert policy is not None
-            assert ready["observedGeneration"] == policy["metadata"]["generation"]
-            # The examples' targets do not exist here; the operator must say so, not be
-            # refused by its own RBAC while finding out.
-            assert "forbidden" not in ready.get("message", "").lower(), ready
-    finally:
-        # --wait: the operator must let go of its finalizers, or this times out.
-        cluster.kubectl("delete", POLICIES, *names, "-n", namespace, "--ignore-not-found",
-                        "--wait=true", "--timeout=120s")
+    for manifest in policies:
+        apply_policy(manifest)  # raises with the API server's message if refused
+    for manifest in policies:
+        name = manifest["metadata"]["name"]
+        ready = eventually(lambda name=name: cluster.condition(namespace, name, "Ready"),
+                           90, f"the operator to set Ready on {name}")
+        policy = cluster.policy(namespace, name)
+        assert policy is not None
+        assert ready["observedGeneration"] == policy["metadata"]["generation"]
+        # The examples' targets do not exist here; the operator must say so, not be refused
+        # by its own RBAC while finding out.
+        assert "forbidden" not in ready.get("message", "").lower(), ready
 
 
 def manifest(namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -57,11 +54,10 @@ def manifest(namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": "candidate", "namespace": namespace}, "spec": spec}
 
 
-def test_the_valid_base_of_the_invalid_cases_is_accepted(stack: Stack) -> None:
-    cluster = stack.cluster
-    cluster.apply(manifest(stack.namespace, BASE), check=True)
-    cluster.kubectl("delete", POLICIES, "candidate", "-n", stack.namespace, "--wait=true",
-                    "--timeout=120s")
+def test_the_valid_base_of_the_invalid_cases_is_accepted(
+        stack: Stack, apply_policy: Callable[[dict[str, Any]], None]) -> None:
+    apply_policy(manifest(stack.namespace, BASE))
+    assert stack.cluster.policy(stack.namespace, "candidate") is not None
 
 
 @pytest.mark.parametrize(("case", "spec", "field"), INVALID, ids=[c[0] for c in INVALID])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from clusters import eventually
@@ -14,6 +15,8 @@ from policies import TARGET_PER_REPLICA, policy
 from stacks import HIGH, LOW, WAVE, Stack
 
 pytestmark = pytest.mark.e2e
+
+Apply = Callable[[dict[str, Any]], None]
 
 PEAK_REPLICAS = math.ceil(WAVE.high / TARGET_PER_REPLICA)
 HIGH_REPLICAS = math.ceil(HIGH / TARGET_PER_REPLICA)
@@ -34,13 +37,14 @@ def sample(read: Callable[[], int], seconds: float, interval: float = 2.0) -> li
     return values
 
 
-def test_the_operator_scales_up_ahead_of_a_forecast_peak(stack: Stack) -> None:
+def test_the_operator_scales_up_ahead_of_a_forecast_peak(stack: Stack,
+                                                        apply_policy: Apply) -> None:
     namespace, cluster, name = stack.namespace, stack.cluster, "wave"
     # Start between peaks, so the current load never asks for more than LOW_REPLICAS before
     # the peak we wait for: any scale-up before it can only come from the forecast.
     eventually(lambda: time.time() % WAVE.period >= WAVE.width, WAVE.width + 10,
                "the current peak to end")
-    cluster.apply(policy(namespace, name, mode="Auto", forecast={
+    apply_policy(policy(namespace, name, mode="Auto", forecast={
         "history": "3h", "step": "10s", "horizon": f"{HORIZON:.0f}s", "quantile": 0.9}))
     peak = WAVE.next_peak(time.time() + WARM_UP)
     assert cluster.replicas(namespace, name) == LOW_REPLICAS
@@ -59,14 +63,14 @@ def test_the_operator_scales_up_ahead_of_a_forecast_peak(stack: Stack) -> None:
     assert cluster.policy_events(namespace, name), "every scale posts an Event"
 
 
-def test_no_scale_down_while_prometheus_is_stopped(stack: Stack) -> None:
+def test_no_scale_down_while_prometheus_is_stopped(stack: Stack, apply_policy: Apply) -> None:
     namespace, cluster, name = stack.namespace, stack.cluster, "outage"
     prometheus = stack.metering.prometheus
     assert prometheus is not None
     load = stack.load(name)
     # Scale-down as fast as the HPA allows, so that acting on missing data would show at once;
     # a short breaker backoff, so that recovery after the outage is quick.
-    cluster.apply(policy(
+    apply_policy(policy(
         namespace, name, mode="Reactive",
         behavior={"scaleDown": {"stabilizationWindowSeconds": 0, "policies": [
             {"type": "Percent", "value": 100, "periodSeconds": 15}]}},
@@ -96,10 +100,10 @@ def test_no_scale_down_while_prometheus_is_stopped(stack: Stack) -> None:
                f"the scale-down to {LOW_REPLICAS} replicas after the outage")
 
 
-def test_observe_mode_recommends_but_never_scales(stack: Stack) -> None:
+def test_observe_mode_recommends_but_never_scales(stack: Stack, apply_policy: Apply) -> None:
     namespace, cluster, name = stack.namespace, stack.cluster, "observe"
     before = cluster.replicas(namespace, name)
-    cluster.apply(policy(namespace, name, mode="Observe"))
+    apply_policy(policy(namespace, name, mode="Observe"))
     recommendation = eventually(
         lambda: (cluster.status(namespace, name).get("recommendation") or {}).get("reactive")
         == HIGH_REPLICAS and cluster.status(namespace, name)["recommendation"],
