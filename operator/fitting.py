@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,6 +80,12 @@ def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
 FitFn = Callable[[Series, Recipe], tuple[Forecaster, float]]
 
 
+def import_models() -> None:
+    """Import every model family in a pool worker, so the first real fit does not pay for it."""
+    import foreseer.predictors.models
+    import foreseer.predictors.selecting  # noqa: F401
+
+
 def default_executor(settings: FittingSettings) -> Executor:
     """A process pool that spawns (never forks the operator's threads and event loop)."""
     return ProcessPoolExecutor(
@@ -92,16 +99,22 @@ class Fitter:
     def __init__(
         self,
         settings: FittingSettings,
-        executor: Executor | None = None,
+        pool: Callable[[FittingSettings], Executor] = default_executor,
         fit: FitFn = fit_forecaster,
         on_fitted: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._executor = executor or default_executor(settings)
+        self._pool = pool
+        self._executor = pool(settings)
         self._fit = fit
         self._on_fitted = on_fitted
         self._models: OrderedDict[Key, Fitted] = OrderedDict()
         self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
+
+    def warm_up(self) -> None:
+        """Start the workers now (spawning and importing scikit-learn takes seconds)."""
+        for _ in range(self.settings.workers):
+            self._executor.submit(import_models)
 
     def get(self, key: Key) -> Fitted | None:
         """The fitted model for ``key``, marked as recently used; None when there is none."""
@@ -139,7 +152,15 @@ class Fitter:
         if key in self._pending:
             return
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._fit, series, recipe)
+        try:
+            future = loop.run_in_executor(self._executor, self._fit, series, recipe)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): the pool refuses all work from then on.
+            # A new pool keeps the policies forecasting; the lost fit is simply retried.
+            logger.warning("the fitting pool broke (a worker died); starting a new one")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._pool(self.settings)
+            future = loop.run_in_executor(self._executor, self._fit, series, recipe)
         self._pending[key] = future
         points = series.observed()
 
@@ -182,6 +203,10 @@ class Fitter:
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether a fitted model is held for ``key`` (without marking it as used)."""
+        return key in self._models
 
     def shutdown(self) -> None:
         for future in self._pending.values():

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from foreseer.operator.fitting import LeadTime, LiveError, horizon_seconds, readiness_seconds
+from foreseer.operator.fitting import (
+    Fitter,
+    LeadTime,
+    LiveError,
+    Recipe,
+    fit_forecaster,
+    horizon_seconds,
+    readiness_seconds,
+)
+from foreseer.operator.settings import FittingSettings
+from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
+
+RECIPE = Recipe(models=("naive", "seasonal_naive"), quantile=0.9, step=60.0)
 
 
 def pod(uid: str, created: str, ready_at: str | None, status: str = "True") -> dict:
@@ -58,3 +74,58 @@ def test_auto_horizon_is_the_lead_time_plus_one_interval() -> None:
     assert list(lead.samples) == [90.0]
     assert horizon_seconds("auto", 30.0, lead) == 120.0
     assert horizon_seconds("5m", 30.0, lead) == 300.0
+
+
+def fit_or_die(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
+    """A fit whose worker process dies when the series starts before 0 (as if OOM-killed)."""
+    if series.start < 0:
+        os._exit(1)
+    return fit_forecaster(series, recipe)
+
+
+def history(start: float = 0.0, n: int = 200) -> Series:
+    return Series(start, 60.0, 100 + 10 * np.sin(np.arange(n) / 10))
+
+
+async def test_a_dead_fitting_worker_is_replaced_and_fitting_goes_on() -> None:
+    fitter = Fitter(FittingSettings(workers=1), fit=fit_or_die)
+    try:
+        fitter.submit(("ns", "p", "dies"), history(start=-60.0), RECIPE, time.time)
+        await fitter.wait(("ns", "p", "dies"))
+        assert ("ns", "p", "dies") not in fitter
+        fitter.submit(("ns", "p", "lives"), history(), RECIPE, time.time)
+        await fitter.wait(("ns", "p", "lives"))
+        assert ("ns", "p", "lives") in fitter
+    finally:
+        fitter.shutdown()
+
+
+async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bounded() -> None:
+    fitter = Fitter(FittingSettings(workers=1, max_models=2),
+                    pool=lambda s: ThreadPoolExecutor(s.workers))
+    try:
+        key = ("ns", "p", "load")
+        assert fitter.needs_fit(key, RECIPE, now=0.0, retrain_seconds=3600,
+                                drifting=False) == "no model yet"
+        fitter.submit(key, history(), RECIPE, lambda: 1000.0)
+        await fitter.wait(key)
+        fitted = fitter.get(key)
+        assert fitted is not None and fitted.points == 200
+        assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=False) is None
+        assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=True) is None  # too soon
+        assert fitter.needs_fit(key, RECIPE, 1100.0, 3600, drifting=True) == \
+            "live forecast error drifted"
+        assert fitter.needs_fit(key, RECIPE, 4600.0, 3600, drifting=False) == \
+            "retrain interval elapsed"
+        other = Recipe(models=("naive",), quantile=0.9, step=60.0)
+        assert fitter.needs_fit(key, other, 1010.0, 3600, drifting=False) == \
+            "the policy changed"
+
+        for metric in ("a", "b"):
+            fitter.submit(("ns", "q", metric), history(), RECIPE, lambda: 1000.0)
+            await fitter.wait(("ns", "q", metric))
+        assert len(fitter) == 2 and key not in fitter  # the least recently used went first
+        fitter.forget("ns", "q")
+        assert len(fitter) == 0
+    finally:
+        fitter.shutdown()

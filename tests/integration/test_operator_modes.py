@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import aiohttp
 import pytest
 from operator_stack import (
+    POLICIES,
     Level,
     ReplicaRecorder,
     Stack,
@@ -71,3 +75,45 @@ async def test_two_policies_in_two_namespaces_scale_independently(stack: Stack) 
     assert recorder.values() == [3]
     assert status(stack.emulator, "shop", "web")["desiredReplicas"] == 3
     assert status(stack.emulator, "blog", "web")["desiredReplicas"] == 9
+
+
+async def test_metrics_and_health_are_served_and_a_deleted_policy_leaves_nothing_behind(
+    stack: Stack,
+) -> None:
+    await stack.workload("web", "shop", replicas=1, load=Level(300.0))
+    await stack.start_prometheus(load_query("web", "shop"))
+    operator = await stack.operator()
+    await stack.apply(policy("web", "shop", "web", [
+        metric("load", load_query("web", "shop"), 100.0)]))
+    await until(lambda: replicas(stack.emulator, "shop", "web") == 3, timeout=30,
+                what="scaled to 3")
+    base = f"http://127.0.0.1:{operator.runtime.metrics_port}"
+    series = 'foreseer_final_replicas{namespace="shop",policy="web"} 3.0'
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as response:
+            assert response.status == 200
+            assert (await response.json())["ready"] is True
+
+        async def exposition() -> str:
+            async with session.get(f"{base}/metrics") as response:
+                return await response.text()
+
+        await until(lambda: _contains(exposition(), series), timeout=10, what=series)
+        text = await exposition()
+        assert 'foreseer_scale_actions_total{direction="up",namespace="shop",policy="web"} 1.0' \
+            in text
+        assert 'foreseer_breaker_state{foreseer_breaker_state="Closed",namespace="shop"' in text
+
+        key = ("shop", "web", "load")
+        await until(lambda: key in operator.runtime.fitter, timeout=120, what="a fitted model")
+        await stack.emulator.delete_object(POLICIES, "shop", "web")
+        await until(lambda: stack.emulator.read_object(POLICIES, "shop", "web") is None,
+                    timeout=20, what="the policy's finalizer released")
+        text = await exposition()
+    assert 'policy="web"' not in text
+    assert ("shop", "web") not in operator.runtime.memories
+    assert key not in operator.runtime.fitter
+
+
+async def _contains(text: Awaitable[str], part: str) -> bool:
+    return part in await text
