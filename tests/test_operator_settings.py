@@ -66,3 +66,12 @@ def test_insecure_tls_must_be_asked_for_and_excludes_a_ca_file() -> None:
 def test_a_bad_value_is_a_clear_error(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         settings.load(None, environ)
+
+
+def test_foreseer_run_refuses_a_bad_setting_with_the_flag_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from foreseer.cli import main
+
+    assert main(["run", "--metrics-port", "eighty", "--standalone"]) == 2
+    assert "--metrics-port" in capsys.readouterr().err
