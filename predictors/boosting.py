@@ -31,7 +31,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 # threadpoolctl comes with scikit-learn. The trees are small, and on a busy two-core node
 # OpenMP's spinning worker threads made a fit ten times slower than one thread: use one.
-from threadpoolctl import threadpool_limits
+# One controller, made once: building one scans the loaded libraries (~15 ms).
+from threadpoolctl import ThreadpoolController
 
 from foreseer.predictors.ewma import EWMA
 from foreseer.predictors.histories import History
@@ -40,6 +41,7 @@ from foreseer.predictors.periods import DAY, WEEK
 from foreseer.predictors.series import FloatArray
 
 IntArray = npt.NDArray[np.int64]
+THREADS = ThreadpoolController()
 LAGS = (1, 2, 3, 6, 12)
 MEANS = (3, 6, 12, 36, 144)
 SCALE_WINDOW = 288
@@ -138,7 +140,7 @@ class Boosting(HistoryModel):
     path_: dict[float, FloatArray]
     """Forecast from the end of the history for steps 1..max_horizon, per level."""
     residuals_: FloatArray
-    """In-sample residuals of the point model, one row of samples per horizon step."""
+    """In-sample residuals of the point model, one row of as many samples per horizon step."""
 
     def __init__(
         self,
@@ -198,15 +200,16 @@ class Boosting(HistoryModel):
         x, scale = self._features(history, origin, h)
         target = (history.clean[origin + h] - history.filled[origin]) / scale
         self.regressors_ = {}
-        with threadpool_limits(1):
+        with THREADS.limit(limits=1, user_api="openmp"):
             for level in sorted({0.5, *self.quantiles}):
                 self.regressors_[level] = self._regressor(level).fit(x, target)
             fitted = self.regressors_[0.5].predict(x)
         residuals = (target - fitted) * scale
-        self.residuals_ = np.full((self.max_horizon, max(1, int(np.bincount(h).max()))), np.nan)
-        for k in range(1, self.max_horizon + 1):
-            r = residuals[h == k]
-            self.residuals_[k - 1, : r.size] = r
+        per_step = [residuals[h == k] for k in range(1, self.max_horizon + 1)]
+        fewest = min(r.size for r in per_step)
+        self.residuals_ = (
+            np.vstack([r[:fewest] for r in per_step]) if fewest else np.zeros((self.max_horizon, 1))
+        )
         self._update(history, history)
 
     def _update(self, previous: History, history: History) -> None:
@@ -214,7 +217,7 @@ class Boosting(HistoryModel):
         h = np.arange(1, self.max_horizon + 1, dtype=np.int64)
         x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h)
         level = history.filled[last]
-        with threadpool_limits(1):
+        with THREADS.limit(limits=1, user_api="openmp"):
             self.path_ = {q: level + r.predict(x) * scale for q, r in self.regressors_.items()}
 
     def _forecast(
@@ -232,6 +235,6 @@ class Boosting(HistoryModel):
             if trained is not None:
                 offsets[q] = (self.path_[trained][idx] - mean) * widen
             else:
-                spread = np.nanquantile(self.residuals_, q, axis=1)
+                spread = np.quantile(self.residuals_, q, axis=1)
                 offsets[q] = spread[idx] * widen
         return mean, offsets

@@ -73,6 +73,32 @@ class History:
         return int(np.count_nonzero(~np.isnan(self.clean)))
 
 
+def extend(previous: History, series: Series) -> History:
+    """`series` prepared with the periods and anomaly flags already found on `previous`.
+
+    Points that `previous` covered keep their flags; newer points are not
+    flagged until the next full `prepare` (the newest are never flagged anyway,
+    see `anomalies`). Linear in the length, for moving a model's origin on.
+    """
+    raw = checked_values(series)
+    flags = np.zeros(raw.size, dtype=bool)
+    if series.step == previous.step:
+        offset = round((series.start - previous.start) / series.step)
+        lo, hi = max(0, -offset), min(raw.size, previous.raw.size - offset)
+        if hi > lo:
+            flags[lo:hi] = previous.anomalies[lo + offset : hi + offset]
+    clean = np.where(flags, np.nan, raw)
+    return History(
+        start=series.start,
+        step=series.step,
+        raw=raw,
+        clean=clean,
+        filled=interpolate_gaps(clean),
+        anomalies=flags,
+        periods=previous.periods,
+    )
+
+
 def prepare(
     series: Series,
     periods: tuple[int, ...] | None = None,

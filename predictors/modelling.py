@@ -27,7 +27,7 @@ from foreseer.predictors.forecasts import (
     validate_horizon,
     validate_quantiles,
 )
-from foreseer.predictors.histories import BoolArray, History, prepare
+from foreseer.predictors.histories import BoolArray, History, extend, prepare
 from foreseer.predictors.series import FloatArray, Series
 
 
@@ -42,8 +42,8 @@ def residual_offsets(
     finite = residuals[np.isfinite(residuals)]
     if finite.size == 0:
         return {q: np.zeros(growth.size) for q in levels}
-    centre = float(np.median(finite))
-    return {q: (float(np.quantile(finite, q)) - centre) * growth for q in levels}
+    centre, *values = np.quantile(finite, [0.5, *levels])
+    return {q: (float(v) - float(centre)) * growth for q, v in zip(levels, values, strict=True)}
 
 
 def random_walk_growth(horizon: int) -> FloatArray:
@@ -92,7 +92,7 @@ class HistoryModel(ABC):
         if not hasattr(self, "history_") or self.delegate_ is not None:
             return self.fit(series)
         previous = self.history_
-        history = prepare(series, previous.periods, self.mask_anomalies)
+        history = extend(previous, series)
         self.history_ = history
         self.anomalies_ = history.anomalies
         self.n_anomalies_ = int(history.anomalies.sum())

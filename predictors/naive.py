@@ -24,16 +24,25 @@ SPREAD_WINDOW = 2016
 def lagged_offsets(
     filled: FloatArray, lags: IntArray, levels: Sequence[float]
 ) -> dict[float, FloatArray]:
-    """Per horizon step k: quantiles of filled[t] - filled[t - lags[k]] over the recent window."""
-    tail = filled[-(SPREAD_WINDOW + int(lags.max())) :]
+    """Per horizon step k: quantiles of filled[t] - filled[t - lags[k]] over the recent window.
+
+    All distinct lags share one window of targets, so one vectorised quantile
+    call serves every step; lags as long as the history give zero offsets.
+    """
     out = {q: np.zeros(lags.size) for q in levels}
-    for lag in np.unique(lags):
-        if lag >= tail.size:
-            continue
-        errors = tail[lag:] - tail[:-lag]
-        values = np.quantile(errors, list(levels))
-        for q, v in zip(levels, values, strict=True):
-            out[q][lags == lag] = v
+    distinct = np.unique(lags)
+    distinct = distinct[distinct < filled.size]
+    if distinct.size == 0 or not levels:
+        return out
+    longest = int(distinct.max())
+    tail = filled[-(SPREAD_WINDOW + longest) :]
+    targets = tail[longest:]
+    errors = np.vstack([targets - tail[longest - lag : tail.size - lag] for lag in distinct])
+    values = np.quantile(errors, list(levels), axis=1)  # levels x distinct lags
+    where = np.searchsorted(distinct, lags)
+    usable = lags < filled.size
+    for i, q in enumerate(levels):
+        out[q][usable] = values[i][where[usable]]
     return out
 
 

@@ -168,8 +168,8 @@ def detect_periods(
             continue
         # The ACF must peak at the period itself, not at a nearby lag (a shorter cycle that
         # happens to almost fit a day would otherwise pass as a daily one).
-        near = acf[max(1, period - period // 48) : period + period // 48 + 1]
-        if near.max() - strength > min_gain:
+        around = acf[max(1, period - period // 48) : period + period // 48 + 1]
+        if around.max() - strength > min_gain:
             continue
         if any(is_multiple(period, p) and strength < acf[p] + min_gain for p in found):
             continue
