@@ -1,7 +1,7 @@
 """The `foreseer` command line: one sub-command per job, each in its own module.
 
-Sub-commands register lazily so that `foreseer --help` stays fast and a
-missing optional dependency of one job cannot break the others.
+Only the chosen sub-command's module is imported, so `foreseer --help` stays fast
+and a broken or missing optional dependency of one job cannot break the others.
 """
 
 from __future__ import annotations
@@ -20,34 +20,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch("foreseer", __doc__, COMMANDS, argv)
-
-
-def dispatch(
-    prog: str,
-    description: str | None,
-    commands: dict[str, tuple[str, str]],
-    argv: Sequence[str] | None = None,
-) -> int:
-    """Parse ``argv`` into one of ``commands`` (name -> (module, help)) and run it.
-
-    Also serves `python -m foreseer.bench`, whose benchmarks follow the same
-    `add_arguments` / `run` convention.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    subs = parser.add_subparsers(dest="command", required=True)
-    for name, (module_name, help_text) in commands.items():
-        sub = subs.add_parser(name, help=help_text)
-        sub.set_defaults(_module=module_name)
-        try:
-            importlib.import_module(module_name).add_arguments(sub)
-        except ModuleNotFoundError as exc:
-            sub.set_defaults(_missing=str(exc))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="foreseer", description=__doc__)
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                print(f"foreseer {name}: not available: {exc}", file=sys.stderr)
+                return 2
+            module.add_arguments(sub)
     args = parser.parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"{prog} {args.command}: not available: {args._missing}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(args._module)
+    assert module is not None  # argparse rejects unknown commands before this point
     return int(module.run(args))
 
 
