@@ -165,6 +165,19 @@ class Operator:
         if self.local is not None:
             self.local.stop()
 
+    def metrics(self, cluster: Cluster) -> str:
+        """The operator's /metrics: from the chart's Service through the API server's service
+        proxy when it runs in the cluster, straight from the process when it runs here."""
+        if self.local is not None:
+            url = f"http://127.0.0.1:{self.local.port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        (service,) = [o for o in self.release.objects() if o["kind"] == "Service"]
+        (port,) = service["spec"]["ports"]
+        path = (f"/api/v1/namespaces/{self.release.namespace}/services/"
+                f"{service['metadata']['name']}:{port['name']}/proxy/metrics")
+        return cluster.kubectl("get", "--raw", path).stdout
+
     def diagnostics(self, cluster: Cluster) -> str:
         """The operator's recent log, for a failing assertion's message."""
         if self.local is not None:
