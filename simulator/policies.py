@@ -33,12 +33,17 @@ CRANE_WINDOW = 3600.0
 """Crane's EHPA predictionWindowSeconds in its documented example."""
 CRANE_REFIT = 3600.0
 """How often the Crane-style forecast is recomputed."""
+HISTORY_STEP = 300.0
+"""Default forecast.step of the simulated policy (seconds), when the interval is finer."""
 
 
 def simulation_spec(workload: Workload, base: ScalingPolicySpec | None = None) -> ScalingPolicySpec:
     """``base`` (or a default policy) set up for the workload: one metric at the shared target,
     decisions every interval, history at the decision step."""
     step = format_duration(workload.interval)
+    # History at 5-minute resolution or the interval if coarser, as a range query would
+    # fetch it: finer points cost fitting time and carry little more about the next hour.
+    history_step = format_duration(workload.interval * max(1, HISTORY_STEP // workload.interval))
     metric = {"name": "load", "query": "load", "targetPerReplica": workload.target_per_replica}
     if base is None:
         peak = float(workload.trace.values.max())
@@ -50,12 +55,16 @@ def simulation_spec(workload: Workload, base: ScalingPolicySpec | None = None) -
             "maxReplicas": ceiling,
             "metrics": [metric],
             "interval": step,
-            "forecast": {"step": step},
+            "forecast": {"step": history_step},
         })
     data = base.model_dump(by_alias=True, exclude_none=True)
     data["metrics"] = [{**data["metrics"][0], "targetPerReplica": workload.target_per_replica}]
     data["interval"] = step
-    data["forecast"] = {**data.get("forecast", {}), "step": step}
+    # The history is built from one observation per decision, so its step must be a
+    # whole number of intervals.
+    ratio = parse_duration(base.forecast.step) / workload.interval
+    if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+        data["forecast"] = {**data.get("forecast", {}), "step": step}
     return ScalingPolicySpec.model_validate(data)
 
 
@@ -86,9 +95,10 @@ class Reactive:
 
 @dataclass
 class Foreseer:
-    """foreseer Auto as the operator runs it: the AutoForecaster refitted every retrainInterval
-    of sim time and conditioned on the newest history every tick, its live error (MASE
-    against what then happened) gating trust, and decide() on top."""
+    """foreseer Auto as the operator runs it: the AutoForecaster fitted every ``retrain`` of
+    sim time on the history at ``forecast.step``, conditioned on each new point of it in
+    between, its live error (MASE against what then happened) gating trust, and decide()
+    on top at every tick."""
 
     engine: Engine
     lead: float
@@ -102,33 +112,46 @@ class Foreseer:
     model_: AutoForecaster | None = field(default=None, init=False)
     fitted_at_: float = field(default=-math.inf, init=False)
     error_: LiveError = field(default_factory=LiveError, init=False)
+    forecast_: Forecast | None = field(default=None, init=False)
+    """The forecast from the newest complete history point, reused until the next one."""
+    points_: int = field(default=-1, init=False)
 
     def decide(self, tick: Tick) -> int:
         spec = self.engine.spec
-        keep = int(parse_duration(spec.forecast.history) // tick.history.step)
-        history = tick.history.tail(keep)
-        current = float(history.values[-1])
-        self.error_.score(history)
-        forecast = self._forecast(tick.now, history)
+        current = float(tick.history.values[-1])
+        step = parse_duration(spec.forecast.step)
+        per_point = max(1, round(step / tick.history.step))
+        points = len(tick.history) // per_point
+        if points != self.points_:
+            self.points_ = points
+            self._refresh(tick.now, tick.history, per_point)
+        forecast = self.forecast_
         if forecast is None:
             return self.engine.decide(tick.now, tick.replicas, current)
-        steps = forecast.horizon
-        first = min(steps, max(1, math.ceil(self.startup / history.step)))
+        # The load while replicas ordered now serve, before the next decision's do.
+        first = math.ceil((tick.now + self.startup - forecast.start) / forecast.step)
+        last = math.floor((tick.now + self.lead - forecast.start) / forecast.step)
+        first = min(max(first, 0), forecast.horizon - 1)
+        last = min(max(last, first), forecast.horizon - 1)
         quantile = spec.forecast.quantile
-        value = float(np.max(forecast.quantile(quantile)[first - 1 :]))
-        target = tick.now + steps * history.step
-        self.error_.expect(target, float(forecast.mean[-1]), current)
-        if self.band is not None:
-            self.band.times.append(target)
-            self.band.low.append(float(forecast.quantile(0.5)[-1]))
-            self.band.high.append(float(forecast.quantile(quantile)[-1]))
+        value = float(np.max(forecast.quantile(quantile)[first : last + 1]))
         given = ForecastInput(value=value, model=forecast.model, mase=self.error_.mase(),
                               horizon=self.lead, quantile=quantile)
         return self.engine.decide(tick.now, tick.replicas, current, given)
 
-    def _forecast(self, now: float, history: Series) -> Forecast | None:
+    def _refresh(self, now: float, observed: Series, per_point: int) -> None:
+        """Forecast again from history that gained a point (as a range query at step sees it)."""
         spec = self.engine.spec
-        steps = max(1, math.ceil(self.lead / history.step))
+        complete = Series(observed.start, observed.step,
+                          observed.values[: self.points_ * per_point])
+        history = complete.resample(observed.step * per_point)
+        history = history.tail(int(parse_duration(spec.forecast.history) // history.step))
+        self.error_.score(history)
+        self.forecast_ = None
+        if len(history) == 0:
+            return
+        # Enough steps to cover the lead from every tick until the next point arrives.
+        steps = math.ceil(self.lead / history.step) + 2
         try:
             if now - self.fitted_at_ >= self.retrain:
                 self.fitted_at_ = now
@@ -138,13 +161,21 @@ class Foreseer:
             elif self.model_ is not None:
                 self.model_.update(history)
             if self.model_ is None:
-                return None
-            return self.model_.predict(steps, (0.5, spec.forecast.quantile))
+                return
+            forecast = self.model_.predict(steps, (0.5, spec.forecast.quantile))
         except ValueError:
             # Unusable history (too short, all missing): Auto acts as Reactive, as in the
             # operator, and tries again at the next refit.
             self.model_ = None
-            return None
+            return
+        self.forecast_ = forecast
+        at = max(0, math.ceil(self.lead / history.step) - 1)
+        target = forecast.start + at * forecast.step
+        self.error_.expect(target, float(forecast.mean[at]), float(history.values[-1]))
+        if self.band is not None:
+            self.band.times.append(target)
+            self.band.low.append(float(forecast.quantile(0.5)[at]))
+            self.band.high.append(float(forecast.quantile(spec.forecast.quantile)[at]))
 
 
 @dataclass

@@ -74,9 +74,18 @@ def step_changes(load: FloatArray, grid_step: float, capacity: float) -> list[tu
     rise[: window] = False
     rise[-window:] = False
     events: list[tuple[int, float]] = []
-    for i in np.flatnonzero(rise):
-        if not events or i - events[-1][0] >= window:
-            events.append((int(i), float(after[i])))
+    candidates = np.flatnonzero(rise)
+    # Each run of consecutive candidates is one step; it happens where the load first
+    # crosses halfway between the two levels.
+    for run in np.split(candidates, np.flatnonzero(np.diff(candidates) > 1) + 1):
+        if run.size == 0:
+            continue
+        first = int(run[0])
+        low, high = float(before[first]), float(after[first])
+        crossing = np.flatnonzero(load[first : int(run[-1]) + 1] >= (low + high) / 2)
+        at = first + int(crossing[0]) if crossing.size else first
+        if not events or at - events[-1][0] >= window:
+            events.append((at, high))
     return events
 
 
