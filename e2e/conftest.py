@@ -117,7 +117,7 @@ def stack(cluster: Cluster, operator_mode: str, background_loop: BackgroundLoop,
             str(request.config.getoption("--image"))))
         operator = start_operator(cluster, release, operator_mode, workdir)
         try:
-            yield Stack(cluster, namespace, metering, release, operator, workdir)
+            yield Stack(cluster, namespace, metering, release, operator)
         finally:
             try:
                 cluster.delete_policies(namespace)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from clusters import Cluster
 from metering import Level, Metering, Wave
@@ -41,7 +40,6 @@ class Stack:
     metering: Metering
     release: Release
     operator: Operator
-    workdir: Path
 
     def load(self, name: str) -> Level:
         load = SCENARIOS[name].load
