@@ -159,8 +159,10 @@ class Cluster:
         if not selector:
             return []
         path = f"/api/v1/namespaces/{namespace}/pods"
+        # resourceVersion=0 lets the API server answer from its watch cache instead of etcd:
+        # the lead time does not need the very latest pod, and this runs every tick.
         result = await self._call(self._request, "GET", path, None, None, None,
-                                  {"labelSelector": selector})
+                                  {"labelSelector": selector, "resourceVersion": "0"})
         return list(result.get("items", []))
 
     async def close(self) -> None:
@@ -172,7 +174,9 @@ class Cluster:
     # ---- plumbing ----------------------------------------------------------------------------
 
     async def _scale_path(self, namespace: str, ref: ScaleTargetRef) -> str:
-        plural = await self._call(self._plural, ref)
+        plural = self._plurals.get((ref.api_version, ref.kind))
+        if plural is None:  # discovery only once per kind, off the loop
+            plural = await self._call(self._plural, ref)
         prefix = "/api/v1" if ref.api_version == "v1" else f"/apis/{ref.api_version}"
         return f"{prefix}/namespaces/{namespace}/{plural}/{ref.name}/scale"
 
