@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from foreseer.predictors.series import Series
+from harness.prometheus import SCRAPE_JOB
 
 LoadFunction = Callable[[float], float | None]
 ReplicaCallback = Callable[[], int | Awaitable[int]]
@@ -103,6 +104,12 @@ class Exporter:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+    def series_labels(self, workload: Workload) -> dict[str, str]:
+        """The labels Prometheus gives this workload's live series (with its scrape job and
+        instance), so a backfill with them continues the very same series."""
+        return {"app": workload.name, "namespace": workload.namespace, "job": SCRAPE_JOB,
+                "instance": self.target}
 
     async def snapshot(self) -> _Snapshot:
         """The current values of every series."""

@@ -51,6 +51,10 @@ def _stop_leftovers() -> None:
         server.stop()
 
 
+SCRAPE_JOB = "exporter"
+"""The job label of every scraped target; backfill with it to continue the same series."""
+
+
 class PrometheusMissingError(RuntimeError):
     """prometheus or promtool is not installed."""
 
@@ -167,7 +171,7 @@ class PrometheusServer:
             "global": {"scrape_interval": self.scrape_interval,
                        "evaluation_interval": self.scrape_interval,
                        "query_log_file": str(self.query_log)},
-            "scrape_configs": [{"job_name": "exporter",
+            "scrape_configs": [{"job_name": SCRAPE_JOB,
                                 "static_configs": [{"targets": list(self.targets)}]}],
         }))
         log = self.log_path.open("ab")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -160,4 +161,20 @@ def ready_replicas(emulator: Emulator, namespace: str, name: str) -> Callable[[]
     def read() -> int:
         body = emulator.read_object(DEPLOYMENTS, namespace, name) or {}
         return int(body.get("status", {}).get("readyReplicas", 0))
+    return read
+
+
+def ready_replicas_in_cluster(namespace: str, name: str,
+                              api: Any = None) -> Callable[[], Awaitable[int]]:
+    """A callback for `harness.exporter.Workload` reading a real cluster's Deployment (e2e):
+    ``status.readyReplicas`` through the `kubernetes` client, off the event loop. `api` is an
+    ApiClient; by default one from KUBECONFIG."""
+    import kubernetes
+
+    apps = kubernetes.client.AppsV1Api(api or kubernetes.config.new_client_from_config(
+        os.environ.get("KUBECONFIG")))
+
+    async def read() -> int:
+        body = await asyncio.to_thread(apps.read_namespaced_deployment_status, name, namespace)
+        return int(body.status.ready_replicas or 0)
     return read

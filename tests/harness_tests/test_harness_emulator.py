@@ -20,7 +20,7 @@ from harness.emulator import (
     serving,
 )
 from harness.waiting import until
-from harness.workloads import DeploymentController
+from harness.workloads import DeploymentController, ready_replicas_in_cluster
 
 T = TypeVar("T")
 ApiException = kubernetes.client.ApiException
@@ -213,3 +213,15 @@ async def test_the_deployment_controller_makes_pods_ready_after_the_delay_and_re
     await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 1}}, "scale")
     await until(lambda: status().get("readyReplicas") == 1, 10, "a scale-down to 1")
     assert len(emulator.list_objects("v1/pods", "shop")) == 1
+
+
+async def test_ready_replicas_can_be_read_from_a_cluster_through_a_kubeconfig(
+        emulator: Emulator, client: kubernetes.client.ApiClient,
+        deployments: DeploymentController) -> None:
+    await emulator.create_object(DEPLOYMENTS, deployment("web", "shop", 2))
+    read = ready_replicas_in_cluster("shop", "web", client)
+    assert await until(lambda: _is(read(), 2), 10, "2 ready replicas seen through the API")
+
+
+async def _is(value: Any, expected: int) -> bool:
+    return bool(await value == expected)

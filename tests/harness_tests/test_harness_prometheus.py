@@ -21,6 +21,7 @@ from harness.workloads import DeploymentController, ready_replicas
 pytestmark = pytest.mark.integration
 Factory = Callable[..., PrometheusServer]
 STEP = 60.0
+DAY = 86400.0
 
 
 def two_days_until_now(load: Callable[[float], float | None]) -> Series:
@@ -77,6 +78,21 @@ async def test_the_exporter_load_per_replica_follows_the_deployments_ready_repli
     assert await until(lambda: _equals(per_replica(), 120.0), 30, "load per replica 120")
     await emulator.patch_object(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 4}}, "scale")
     assert await until(lambda: _equals(per_replica(), 30.0), 30, "load per replica 30")
+
+
+async def test_a_backfill_with_the_exporters_labels_continues_the_live_series(
+        exporter: Exporter, prometheus_factory: Factory) -> None:
+    load = periodic(base=50, amplitude=10, period=DAY)
+    web = Workload("web", "shop", load)
+    exporter.workloads.append(web)
+    server = prometheus_factory(targets=[exporter.target])
+    server.backfill(openmetrics("workload_load", exporter.series_labels(web),
+                                two_days_until_now(load)))
+    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.wait_for, 'workload_load{app="web"}')
+    [series] = await asyncio.to_thread(server.query_range, 'workload_load{app="web"}',
+                                       time.time() - DAY, time.time(), 3600)
+    assert len(series["values"]) == 25  # one series, from the backfill into the live scrape
 
 
 async def test_a_load_of_none_is_an_empty_result_and_nan_is_a_nan_sample(
