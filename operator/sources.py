@@ -92,9 +92,15 @@ def read_value(result: Any, now: float, sample_time: float | None, stale_after: 
     elif len(result) > 1:
         return MetricOutage(OutageKind.ERROR, f"the query returned {len(result)} series; "
                                               "aggregate it to one, e.g. with sum(...)")
+    elif "value" not in result[0]:
+        return MetricOutage(OutageKind.ERROR, "the query returned a range vector; reduce it to "
+                                              "one value, e.g. with avg_over_time(...)")
     else:
         value_text = result[0]["value"][1]
-    value = float(value_text)
+    try:
+        value = float(value_text)
+    except (TypeError, ValueError):
+        return MetricOutage(OutageKind.ERROR, f"the query returned {value_text!r}, not a number")
     if math.isnan(value):
         return MetricOutage(OutageKind.NAN, "the query returned NaN")
     if math.isinf(value) or value < 0:

@@ -70,6 +70,8 @@ async def test_the_current_value_is_the_load_at_now(source: Prometheus) -> None:
     ('workload_load{app="twin"}', OutageKind.ERROR, "aggregate it"),
     ("sum(rate(workload_load[5m]", OutageKind.ERROR, "parse error"),
     (f"-1 * {WEB}", OutageKind.INVALID, "not a load"),
+    ('workload_load{app="web"}[5m]', OutageKind.ERROR, "range vector"),
+    ('"text"', OutageKind.ERROR, "not a number"),
 ])
 async def test_each_kind_of_missing_metric_is_a_typed_outage_never_zero(
         source: Prometheus, query: str, kind: OutageKind, says: str) -> None:
