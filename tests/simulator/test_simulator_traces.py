@@ -27,7 +27,7 @@ def test_a_missing_value_is_a_gap_not_a_zero_load(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_trace_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(TraceError, match="cannot read trace .*nope.csv"):
+    with pytest.raises(TraceError, match=r"cannot read trace .*nope\.csv"):
         read_trace(tmp_path / "nope.csv")
 
 
@@ -48,7 +48,7 @@ def test_a_timestamp_that_goes_back_names_its_line(tmp_path: Path) -> None:
 def test_a_value_that_is_not_a_number_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "text.csv"
     path.write_text("timestamp,value\n0,1\n60,lots\n")
-    with pytest.raises(TraceError, match="text.csv:3"):
+    with pytest.raises(TraceError, match=r"text\.csv:3"):
         read_trace(path)
 
 
