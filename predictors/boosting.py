@@ -8,7 +8,8 @@ of feeding its own forecasts back (no compounding error).
 * Target: the change y[t + h] - y[t] from the origin, so the trees learn
   shapes, not levels, and a load that moves to a level never seen in training
   is still forecast around where it is now.
-* Features, all relative to y[t]: recent lags and rolling means, rolling
+* Features, all relative to y[t]: the Holt-Winters forecast for the same
+  target (the trees learn its corrections), recent lags and rolling means, rolling
   spread, the value one season before the target and how the load moved over
   the same stretch one and several seasons ago, and the target's time of day
   and day of week.
@@ -36,6 +37,15 @@ from threadpoolctl import ThreadpoolController
 
 from foreseer.predictors.ewma import EWMA
 from foreseer.predictors.histories import History
+from foreseer.predictors.holtwinters import (
+    ALPHAS,
+    BETAS,
+    GAMMAS,
+    PHIS,
+    Smoothed,
+    smooth,
+    trajectory,
+)
 from foreseer.predictors.modelling import HistoryModel
 from foreseer.predictors.periods import DAY, WEEK
 from foreseer.predictors.series import FloatArray
@@ -73,12 +83,14 @@ def features(
     periods: Sequence[int],
     start: float,
     step: float,
+    baseline: FloatArray,
 ) -> tuple[FloatArray, FloatArray]:
     """Feature rows for forecasting x[origin + h] from history up to x[origin], and their scale.
 
     Every feature that is a change in load is divided by the scale (the mean
     load over the last `SCALE_WINDOW` points), so trees learned at one load
-    level apply at another; the target is scaled the same way.
+    level apply at another; the target is scaled the same way. `baseline` is
+    another model's forecast for each row, which the trees learn to correct.
     """
     csum = np.concatenate(([0.0], np.cumsum(x)))
     csum2 = np.concatenate(([0.0], np.cumsum(x * x)))
@@ -91,7 +103,8 @@ def features(
     level = x[origin]
     floor = 1e-3 * float(np.mean(np.abs(x))) + 1e-9
     scale = np.maximum(trailing_mean(SCALE_WINDOW), floor)
-    changes: list[FloatArray] = [take(x, origin - lag) - level for lag in LAGS]
+    changes: list[FloatArray] = [baseline - level]
+    changes += [take(x, origin - lag) - level for lag in LAGS]
     changes += [trailing_mean(w) - level for w in MEANS]
     lo = np.maximum(origin + 1 - 12, 0)
     spread2 = (csum2[origin + 1] - csum2[lo]) / (origin + 1 - lo) - trailing_mean(12) ** 2
@@ -135,6 +148,8 @@ class Boosting(HistoryModel):
     random_state: int
     periods_: tuple[int, ...]
     """The seasonal periods used as features."""
+    smoother_: Smoothed
+    """Holt-Winters parameters whose forecast from every origin is a feature."""
     regressors_: dict[float, HistGradientBoostingRegressor]
     """The fitted trees per quantile level (0.5 is the point forecast)."""
     path_: dict[float, FloatArray]
@@ -178,7 +193,9 @@ class Boosting(HistoryModel):
     def _features(
         self, history: History, origin: IntArray, h: IntArray
     ) -> tuple[FloatArray, FloatArray]:
-        return features(history.filled, origin, h, self.periods_, history.start, history.step)
+        baseline = trajectory(history.filled, self.smoother_).forecast(origin, h)
+        x = history.filled
+        return features(x, origin, h, self.periods_, history.start, history.step, baseline)
 
     def _fit(self, history: History) -> None:
         n = history.filled.size
@@ -189,6 +206,9 @@ class Boosting(HistoryModel):
             )
             return
         self.periods_ = tuple(p for p in history.periods if n >= 2 * p)[:2]
+        season = next((p for p in history.periods if n >= 3 * p), 0)
+        window = history.filled[-max(5 * season, 1000) :]
+        self.smoother_ = smooth(window, season, ALPHAS, BETAS, GAMMAS, PHIS)
         rng = np.random.default_rng(self.random_state)
         first = max(0, n - self.window)
         origin = rng.integers(first, n - 1, size=self.rows)

@@ -27,7 +27,7 @@ class EWMA(SmoothingModel):
         self,
         periods: Sequence[int] | None = None,
         mask_anomalies: bool = True,
-        window: int = 2000,
+        window: int = 4032,
     ) -> None:
         super().__init__(periods, mask_anomalies)
         self.window = window

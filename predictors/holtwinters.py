@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from foreseer.predictors.histories import History
 from foreseer.predictors.modelling import HistoryModel, residual_offsets
@@ -148,6 +149,59 @@ def newer_points(before: History, after: History) -> int | None:
     return added if 0 <= added < after.raw.size else None
 
 
+@dataclass(frozen=True)
+class Trajectory:
+    """The states a parameter set passes through over a whole series, for h-step forecasts
+    from every origin at once (the boosting model uses them as a feature)."""
+
+    level: FloatArray
+    """Level after each point."""
+    trend: FloatArray
+    """Trend after each point."""
+    written: FloatArray
+    """The seasonal value stored at each point's phase after it (empty without season)."""
+    phi: float
+    period: int
+
+    def forecast(self, origin: npt.NDArray[np.int64], h: npt.NDArray[np.int64]) -> FloatArray:
+        """The h-step forecast made at each origin (origins at or after the first point)."""
+        damping = self.phi * (1 - self.phi**h) / (1 - self.phi) if self.phi != 1 else h * 1.0
+        out = self.level[origin] + damping * self.trend[origin]
+        if self.period:
+            m = self.period
+            source = origin + h - m * ((h + m - 1) // m)
+            out = out + np.where(source >= 0, self.written[np.maximum(source, 0)], 0.0)
+        return np.asarray(out, dtype=np.float64)
+
+
+def trajectory(y: FloatArray, state: Smoothed) -> Trajectory:
+    """Run `state`'s parameters over all of `y` (no NaN), recording every state."""
+    period = state.season.size
+    a, p = state.alpha, state.phi
+    gain_b, gain_s = state.alpha * state.beta, state.gamma * (1 - state.alpha)
+    start = min(period if period else 1, y.size)
+    level_now = float(np.mean(y[:start]))
+    trend_now = 0.0
+    season = [float(v) - level_now for v in y[:period]]
+    n = y.size
+    level, trend, written = np.empty(n), np.empty(n), np.zeros(n if period else 0)
+    level[:start], trend[:start] = level_now, 0.0
+    if period:
+        written[:start] = season[:start]
+    values = y.tolist()  # plain floats: a scalar loop is several times faster than numpy here
+    for t in range(start, n):
+        damped = p * trend_now
+        idx = t % period if period else 0
+        err = values[t] - (level_now + damped + (season[idx] if period else 0.0))
+        level_now = level_now + damped + a * err
+        trend_now = damped + gain_b * err
+        level[t], trend[t] = level_now, trend_now
+        if period:
+            season[idx] += gain_s * err
+            written[t] = season[idx]
+    return Trajectory(level, trend, written, p, period)
+
+
 def extrapolate(state: Smoothed, horizon: int) -> FloatArray:
     """Mean forecast: level + damped trend sum + seasonal index per step."""
     k = np.arange(1, horizon + 1)
@@ -225,7 +279,7 @@ class HoltWinters(SmoothingModel):
         mask_anomalies: bool = True,
         min_cycles: int = 3,
         window_cycles: int = 5,
-        min_window: int = 1000,
+        min_window: int = 4032,
     ) -> None:
         super().__init__(periods, mask_anomalies)
         self.min_cycles = min_cycles
