@@ -47,6 +47,7 @@ import numpy as np
 
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
+from foreseer.simulator.scoring import Score, oracle_replicas, score, step_changes
 from foreseer.simulator.traces import read_trace
 from harness.emulator import DEPLOYMENTS, Emulator, deployment, scalingpolicy_crd, serving
 from harness.exporter import Exporter, Workload
@@ -203,11 +204,6 @@ class Sample:
     model: str | None
 
 
-def unserved(load: float, ready: int, target: float) -> float:
-    """Load beyond what the ready replicas serve."""
-    return max(0.0, load - ready * target)
-
-
 def observe(emulator: Emulator, replay: Replay, settings: DemoSettings, wall: float) -> Sample:
     ready, desired = {}, {}
     for namespace in MODES:
@@ -249,8 +245,7 @@ class Table:
             return
         rows, self.pending = self.pending, []
         last = rows[-1]
-        share = {ns: _share([(s.load, s.ready[ns]) for s in rows], self.settings.target_per_replica)
-                 for ns in MODES}
+        share = {ns: s.unserved_load for ns, s in scores(rows, self.settings).items()}
         if last.forecast is None:
             forecast = "--"
         else:
@@ -260,11 +255,23 @@ class Table:
               f"{share['reactive']:>17.1%} {share['foreseer']:>9.1%}", flush=True)
 
 
-def _share(points: list[tuple[float, int]], target: float) -> float:
-    """Unserved load as a share of all load over (load, ready replicas) points."""
-    total = sum(load for load, _ in points)
-    missing = sum(unserved(load, ready, target) for load, ready in points)
-    return missing / total if total > 0 else 0.0
+def scores(samples: list[Sample], settings: DemoSettings) -> dict[str, Score]:
+    """Each twin scored as `foreseer backtest` scores a policy: ready capacity against the
+    load, replica-hours (of the pods that exist, starting ones too) against an oracle that
+    starts each pod exactly one start-up before it is needed; in trace time."""
+    load = np.array([s.load for s in samples])
+    target, startup = settings.target_per_replica, settings.ready_after * settings.speedup
+    _, oracle = oracle_replicas(load, target, startup, TRACE_STEP, 1, settings.max_replicas)
+    oracle_hours = float(oracle.sum()) * TRACE_STEP / 3600.0
+    events = step_changes(load, TRACE_STEP, target)
+    result = {}
+    for namespace in MODES:
+        ready = np.array([s.ready[namespace] for s in samples], dtype=np.float64)
+        paid = np.array([s.desired[namespace] for s in samples], dtype=np.float64)
+        actions = int(np.count_nonzero(np.diff(paid)))
+        result[namespace] = score(load, ready, paid, actions, target, TRACE_STEP,
+                                  oracle_hours, events)
+    return result
 
 
 @dataclass
@@ -280,35 +287,32 @@ class Outcome:
 
 def summarize(samples: list[Sample], replay: Replay, settings: DemoSettings) -> str:
     """One paragraph: what was replayed, and what each twin left unserved and cost."""
-    target = settings.target_per_replica
-    figures = {}
-    for namespace in MODES:
-        points = [(s.load, s.ready[namespace]) for s in samples]
-        figures[namespace] = (
-            _share(points, target),
-            float(np.mean([unserved(load, ready, target) > 0 for load, ready in points])),
-            float(np.mean([ready for _, ready in points])),
-        )
-    trusted = next((s for s in samples if s.trusted), None)
-    models = sorted({s.model for s in samples if s.trusted and s.model})
-    if trusted is None:
-        how = "its forecast was never trusted, so it acted reactively throughout"
+    scored = scores(samples, settings)
+    reactive, foreseer = scored["reactive"], scored["foreseer"]
+    trusted = [s for s in samples if s.trusted]
+    if not trusted:
+        how = "Its forecast was never trusted, so it acted reactively throughout"
     else:
-        how = (f"its forecast ({', '.join(models)}) was trusted from "
-               f"{replay.label(trusted.wall)} on")
-    (r_share, r_time, r_mean), (f_share, f_time, f_mean) = figures["reactive"], \
-        figures["foreseer"]
+        models = ", ".join(sorted({s.model for s in trusted if s.model}))
+        ahead = (trusted[-1].horizon or 0.0) * settings.speedup / 60.0
+        how = (f"Its forecast ({models}, {ahead:.0f} trace minutes ahead: the start-up it "
+               f"measured plus one interval) was trusted from {replay.label(trusted[0].wall)} on")
+    date = datetime.datetime.fromtimestamp(replay.trace_time(samples[0].wall) + replay.utc_offset,
+                                           datetime.UTC)
     lead = settings.ready_after * settings.speedup / 60.0
-    extra = (f_mean / r_mean - 1.0) if r_mean > 0 else 0.0
     return (
-        f"Replaying {settings.trace.stem} from {replay.label(samples[0].wall)} to "
-        f"{replay.label(samples[-1].wall)} ({settings.speedup:g}x faster; new pods "
-        f"ready after {lead:.0f} trace minutes; one replica serves {target:g}/min), the "
-        f"reactive policy (the HPA algorithm) left {r_share:.1%} of the load unserved and was "
-        f"short of capacity {r_time:.0%} of the time, while foreseer in Auto mode left "
-        f"{f_share:.1%} unserved and was short {f_time:.0%} of the time; {how}. Foreseer ran "
-        f"{f_mean:.1f} ready replicas on average against {r_mean:.1f} ({extra:+.0%}): "
-        f"the capacity it adds ahead of the ramp is the price of not falling behind it.")
+        f"Replaying {settings.trace.stem} on {date:%A %d %B %Y} from "
+        f"{replay.label(samples[0].wall)[4:]} to {replay.label(samples[-1].wall)[4:]} "
+        f"(local time, {settings.speedup:g}x faster; new pods ready after {lead:.0f} trace "
+        f"minutes; one replica serves {settings.target_per_replica:g} requests/min), the "
+        f"reactive twin (the HPA algorithm) left {reactive.unserved_load:.1%} of the load "
+        f"unserved and was short of capacity {reactive.underprov_time:.0%} of the time, while "
+        f"foreseer in Auto mode left {foreseer.unserved_load:.1%} unserved and was short "
+        f"{foreseer.underprov_time:.0%} of the time. {how}. Foreseer paid "
+        f"{foreseer.replica_hours:.0f} replica-hours ({foreseer.replica_hours_vs_oracle:.2f}x "
+        f"a perfect-foresight oracle) against the reactive twin's {reactive.replica_hours:.0f} "
+        f"({reactive.replica_hours_vs_oracle:.2f}x): the capacity it adds ahead of the ramp is "
+        f"the price of not falling behind it.")
 
 
 def plot(samples: list[Sample], replay: Replay, settings: DemoSettings, path: Path) -> Path:
@@ -480,12 +484,22 @@ async def run(settings: DemoSettings, outcome: Outcome | None = None) -> Outcome
                 with operator_process(prometheus.url, kubeconfig, port, log) as operator:
                     outcome.process_groups.append(os.getpgid(operator.pid))
                     await wait_healthy(operator, port, log)
+
+                    def all_ready() -> bool:
+                        return all(ready_replicas(emulator, ns, APP)() == start_replicas
+                                   for ns in MODES)
+
+                    # The twins start equal, and the start-up of these first pods is the lead
+                    # time the operator measures for `horizon: auto`.
+                    await until(all_ready, settings.ready_after + 30, "the first pods' start-up")
                     for namespace, mode in MODES.items():
                         await emulator.create_object(
                             POLICIES, policy_manifest(namespace, mode, settings))
-                    print("  policies applied: foreseer/web (Auto) and reactive/web "
-                          "(Reactive); replicas are the ready ones. Forecast '?' = not "
-                          "trusted yet; unserved = load beyond ready capacity.\n", flush=True)
+                    print("  policies applied: foreseer/web (Auto) and reactive/web (Reactive)"
+                          "\n  load: requests/min; forecast: foreseer's q0.9 forecast over the "
+                          "next start-up ('?' = not trusted, '--' = no model yet);\n  needed, "
+                          "reactive, foreseer: replicas (the twins' ready ones); unserved: load "
+                          "beyond ready capacity\n", flush=True)
                     table = Table(replay, settings)
                     table.start()
                     end = anchor + settings.hours * 3600.0 / settings.speedup
