@@ -303,6 +303,22 @@ class Emulator(kmock.KubernetesEmulator):
 
     # ---- HTTP entry points ------------------------------------------------------------------
 
+    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
+        """kmock's APIResourceList as a real server writes it, so kubectl can map names: the
+        core groupVersion is "v1" (not "/v1"), and subresources have no short names or
+        categories of their own, the verbs they serve, and Scale as the kind of /scale."""
+        listing: Any = await super()._serve_version(request)
+        listing["groupVersion"] = listing["groupVersion"].lstrip("/")  # the core group is "v1"
+        for entry in listing["resources"]:
+            if "/" in entry["name"]:
+                scale = entry["name"].endswith("/scale")
+                entry.update(shortNames=[], categories=[], singularName="",
+                             verbs=["get", "patch", "update"],
+                             kind="Scale" if scale else entry["kind"])
+                if scale:
+                    entry.update(group="autoscaling", version="v1")
+        return listing  # type: ignore[no-any-return]
+
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         match = _NAMESPACE_PATH.fullmatch(raw.path)
         if match is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,3 +226,24 @@ async def test_ready_replicas_can_be_read_from_a_cluster_through_a_kubeconfig(
 
 async def _is(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def test_kubectl_can_discover_list_and_scale_against_the_emulator(
+        emulator: Emulator, kubeconfig: Path) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    await emulator.create_object(DEPLOYMENTS, deployment("web", "shop", 2))
+
+    async def kubectl(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "kubectl", f"--kubeconfig={kubeconfig}", "--namespace=shop", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        async with asyncio.timeout(30):
+            out, _ = await process.communicate()
+        assert process.returncode == 0, out.decode()
+        return out.decode()
+
+    assert "shop" in await kubectl("get", "ns", "-o", "name")
+    await kubectl("scale", "deploy/web", "--replicas=4")
+    assert await kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.replicas}") == "4"
+    assert "No resources found" in await kubectl("get", "sp")
