@@ -29,6 +29,7 @@ from foreseer.simulator.policies import (
     CRANE_STYLE,
     FORESEER_AUTO,
     FORESEER_REACTIVE,
+    HISTORY_STEP,
     HPA,
     PHPA_STYLE,
     simulation_spec,
@@ -53,7 +54,11 @@ TARGETS = {
     "replica_hours_ratio_vs_oracle": 1.25,
     "actions_ratio_vs_hpa": 1.0,
 }
-DEFAULT_RETRAIN = "6h"
+DEFAULT_RETRAIN = "auto"
+REFIT_POINTS = 288
+"""With --retrain auto, refit after a day or this many new history points, whichever is
+longer (a day at 5 minutes, six at 30): the fit window is 4032 points, so a refit on a
+few more adds little, and in between the model is conditioned on every new point."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retrain",
         default=DEFAULT_RETRAIN,
-        help="sim time between forecaster refits; between refits the model is "
-        f"conditioned on new data every tick ({DEFAULT_RETRAIN})",
+        help="sim time between forecaster refits, or auto: a day or "
+        f"{REFIT_POINTS} history points, whichever is longer; between refits "
+        "the model is conditioned on every new point (auto)",
     )
     parser.add_argument(
         "--quantile",
@@ -117,10 +123,14 @@ def run_one(job: Job) -> tuple[str, float | None, dict[str, dict[str, Any]], flo
     """Simulate one trace (in a worker): (name, quantile, scores per policy, seconds)."""
     started = time.perf_counter()
     trace = read_trace(job.path)
+    comparison = _policy_for(job, job.path)
+    if comparison.retrain is None:
+        point = max(trace.step, HISTORY_STEP)
+        comparison = replace(comparison, retrain=max(86400.0, REFIT_POINTS * point))
     with warnings.catch_warnings():
         # Forecasters warn on all-NaN windows they handle; the report is the scores.
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = compare(trace, _policy_for(job, job.path))
+        result = compare(trace, comparison)
     if job.plot is not None:
         from foreseer.simulator.plotting import plot
 
@@ -196,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench loop: no *.csv in {args.traces} (filters: {args.series})", file=sys.stderr)
         return 2
     try:
-        retrain = parse_duration(args.retrain)
+        retrain = None if args.retrain == "auto" else parse_duration(args.retrain)
         sweep = [float(q) for q in args.tradeoff.split(",") if q.strip()]
         traces = {p: read_trace(p) for p in paths}
     except (ValueError, TraceError) as exc:
@@ -237,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     document = {
         "settings": {
             "traces": str(args.traces),
-            "retrain": format_duration(retrain),
+            "retrain": args.retrain if retrain is None else format_duration(retrain),
             "quantile": args.quantile,
             "p99_replicas": comparison.scenario.p99_replicas,
             "target_fraction": comparison.scenario.target_fraction,
