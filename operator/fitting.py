@@ -258,9 +258,9 @@ class LiveError:
         model = sum(e for e, _ in self.errors)
         naive = sum(n for _, n in self.errors)
         if naive <= 0:
-            # The load did not move at all: a perfect forecast scores 0, any error is infinitely
-            # worse than naive.
-            return 0.0 if model <= 0 else float("inf")
+            # The load did not move at all: a perfect forecast is only as good as naive (1.0),
+            # any error is infinitely worse.
+            return 1.0 if model <= 0 else float("inf")
         return model / naive
 
     def reset(self) -> None:

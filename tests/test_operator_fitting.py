@@ -52,12 +52,17 @@ def test_live_error_waits_for_the_actual_value_and_skips_missing_ones() -> None:
     assert error.mase(minimum=1) is None
 
 
-def test_an_unchanged_load_makes_any_error_infinitely_worse_than_naive() -> None:
-    error = LiveError()
+def test_on_an_unchanged_load_a_perfect_forecast_is_as_good_as_naive_and_any_error_worse(
+) -> None:
+    wrong, right = LiveError(), LiveError()
     for t in range(5):
-        error.expect(target_time=t * 60.0, forecast=6.0, naive=5.0)
-    error.score(Series(0.0, 60.0, np.full(5, 5.0)))
-    assert error.mase() == float("inf")
+        wrong.expect(target_time=t * 60.0, forecast=6.0, naive=5.0)
+        right.expect(target_time=t * 60.0, forecast=5.0, naive=5.0)
+    flat = Series(0.0, 60.0, np.full(5, 5.0))
+    wrong.score(flat)
+    right.score(flat)
+    assert wrong.mase() == float("inf")
+    assert right.mase() == 1.0
 
 
 def test_readiness_counts_only_ready_pods_from_creation() -> None:

@@ -35,7 +35,7 @@ def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
 async def test_a_prometheus_outage_never_scales_down_and_the_policy_recovers(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(300.0))
+    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
     await stack.start_prometheus(load_query("web", "shop"))
     await stack.operator()
     await stack.apply(policy("web", "shop", "web", [
@@ -67,7 +67,7 @@ async def test_a_prometheus_outage_never_scales_down_and_the_policy_recovers(
 async def test_one_bad_metric_of_two_still_scales_up_on_the_healthy_one_and_never_down(
     stack: Stack,
 ) -> None:
-    healthy = Level(400.0)
+    healthy = Level(350.0)
     await stack.workload("web", "shop", replicas=2, load=healthy)
     await stack.workload("nan", "shop", replicas=1, load=Level(math.nan))
     await stack.start_prometheus(load_query("web", "shop"))
@@ -85,7 +85,7 @@ async def test_one_bad_metric_of_two_still_scales_up_on_the_healthy_one_and_neve
     assert "empty" in missing["message"] and "nan" in missing["message"]
 
     async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
-        healthy.value = 100.0  # alone, the healthy metric would ask for 1 replica
+        healthy.value = 80.0  # alone, the healthy metric would ask for 1 replica
 
         def saw_the_drop() -> bool:
             recommendation = status(stack.emulator, "shop", "web").get("recommendation") or {}
@@ -101,7 +101,7 @@ async def test_one_bad_metric_of_two_still_scales_up_on_the_healthy_one_and_neve
 async def test_invalid_policies_get_a_condition_and_an_event_while_others_keep_working(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(300.0))
+    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
     await stack.start_prometheus(load_query("web", "shop"))
     await stack.operator()
     good = metric("load", load_query("web", "shop"), 100.0)
@@ -142,7 +142,7 @@ async def test_invalid_policies_get_a_condition_and_an_event_while_others_keep_w
 async def test_a_conflict_on_the_scale_patch_is_retried_and_the_decision_kept(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(300.0))
+    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
     await stack.start_prometheus(load_query("web", "shop"))
     fault = stack.emulator.fail_next("PATCH", DEPLOYMENTS, subresource="scale", times=2)
     await stack.operator()

@@ -91,7 +91,7 @@ async def test_two_replicas_with_peering_never_both_act_and_the_standby_takes_ov
     await stack.emulator.create_object(PEERINGS, {
         "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
         "metadata": {"name": "foreseer"}})
-    load = Level(300.0)
+    load = Level(250.0)
     await stack.workload("web", "shop", replicas=1, load=load)
     await stack.start_prometheus(load_query("web", "shop"))
 
@@ -113,7 +113,7 @@ async def test_two_replicas_with_peering_never_both_act_and_the_standby_takes_ov
     assert await standby.ticks("shop", "web") == 0
 
     await active.stop()
-    load.value = 500.0
+    load.value = 450.0
     await until(lambda: replicas(stack.emulator, "shop", "web") == 5, timeout=90,
                 what="the standby took over and scaled")
     assert await standby.ticks("shop", "web") > 0

@@ -27,7 +27,7 @@ WINDOW = 20.0
 async def test_a_restart_mid_stabilization_window_makes_no_extra_scale_action(
     stack: Stack,
 ) -> None:
-    load = Level(400.0)
+    load = Level(350.0)
     await stack.workload("web", "shop", replicas=4, load=load)
     await stack.start_prometheus(load_query("web", "shop"))
     first = await stack.operator()
@@ -44,7 +44,7 @@ async def test_a_restart_mid_stabilization_window_makes_no_extra_scale_action(
 
     loop = asyncio.get_running_loop()
     async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
-        load.value = 200.0  # asks for 2, but the 20s scale-down window remembers 4
+        load.value = 150.0  # asks for 2, but the 20s scale-down window remembers 4
         dropped = loop.time()
         await until(lambda: (status(stack.emulator, "shop", "web").get("recommendation") or {})
                     .get("raw") == 2, timeout=15, what="the decision saw the lower load")
