@@ -46,7 +46,7 @@ async def test_a_short_demo_prints_the_table_and_leaves_a_plot_a_summary_and_no_
     assert demo.child_groups() == set()
     assert outcome.plot is not None and outcome.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "demo.csv").read_text().count("\n") == len(outcome.samples) + 1
-    assert "the reactive policy" in outcome.summary and "foreseer in Auto mode" in outcome.summary
+    assert "the reactive twin" in outcome.summary and "foreseer in Auto mode" in outcome.summary
     printed = capsys.readouterr().out
     assert demo.Table.HEADER in printed
     assert "Thu 07:" in printed  # rows carry the trace's local time
