@@ -31,6 +31,7 @@ import csv
 import datetime
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -322,6 +323,7 @@ def plot(samples: list[Sample], replay: Replay, settings: DemoSettings, path: Pa
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def when(wall: float | np.ndarray) -> Any:
         local = replay.trace_time(np.asarray(wall)) + replay.utc_offset  # type: ignore[arg-type]
@@ -354,6 +356,7 @@ def plot(samples: list[Sample], replay: Replay, settings: DemoSettings, path: Pa
     bottom.set_ylabel("replicas")
     bottom.set_xlabel("trace time (local)")
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%a %H:%M"))
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title(f"foreseer demo: {settings.trace.stem}, replayed {settings.speedup:g}x faster "
                   "(shaded: unserved load)")
     for ax in (top, bottom):
@@ -407,6 +410,26 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=timeout)
+
+
+async def kubectl_get_policies(kubeconfig: Path) -> str | None:
+    """What ``kubectl get scalingpolicies -A`` shows (the CRD's printer columns); None when
+    kubectl is not installed or does not answer in time."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    process = await asyncio.create_subprocess_exec(
+        kubectl, f"--kubeconfig={kubeconfig}", "get", "scalingpolicies", "-A",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), 20)
+    except TimeoutError:
+        return None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return output.decode(errors="replace").rstrip()
 
 
 def child_groups() -> set[int]:
@@ -511,6 +534,10 @@ async def run(settings: DemoSettings, outcome: Outcome | None = None) -> Outcome
                         tick += settings.step_seconds
                         await asyncio.sleep(max(0.0, tick - loop.time()))
                     table.flush()
+                    listing = await kubectl_get_policies(kubeconfig)
+                    if listing:
+                        print(f"\n$ kubectl get scalingpolicies -A   # against the emulator\n"
+                              f"{listing}", flush=True)
             finally:
                 prometheus.close()
     if not outcome.samples:
