@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import csv
 import datetime
@@ -394,10 +395,18 @@ def operator_process(prometheus_url: str, kubeconfig: Path, port: int,
              f"--namespaces={','.join(MODES)}", "--fit-workers=1", "--log-level=WARNING"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONSAFEPATH": "1"},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_group() -> None:
+        # Even if a second Ctrl-C interrupts the graceful stop below, the group dies with us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    atexit.register(kill_group)
     try:
         yield process
     finally:
         stop_group(process)
+        atexit.unregister(kill_group)
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
