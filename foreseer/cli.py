@@ -20,18 +20,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch("foreseer", __doc__, COMMANDS, argv)
+
+
+def dispatch(
+    prog: str,
+    description: str | None,
+    commands: dict[str, tuple[str, str]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` into one of ``commands`` (name -> (module, help)) and run it.
+
+    Also serves `python -m foreseer.bench`, whose benchmarks follow the same
+    `add_arguments` / `run` convention.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="foreseer", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text) in commands.items():
         sub = subs.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
-                print(f"foreseer {name}: not available: {exc}", file=sys.stderr)
+                print(f"{prog} {name}: not available: {exc}", file=sys.stderr)
                 return 2
             module.add_arguments(sub)
     args = parser.parse_args(argv)
