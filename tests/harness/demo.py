@@ -298,7 +298,13 @@ def summarize(samples: list[Sample], replay: Replay, settings: DemoSettings) -> 
         models = ", ".join(sorted({s.model for s in trusted if s.model}))
         ahead = (trusted[-1].horizon or 0.0) * settings.speedup / 60.0
         how = (f"Its forecast ({models}, {ahead:.0f} trace minutes ahead: the start-up it "
-               f"measured plus one interval) was trusted from {replay.label(trusted[0].wall)} on")
+               f"measured plus one interval) was trusted {len(trusted) / len(samples):.0%} of "
+               f"the time, first at {replay.label(trusted[0].wall)[4:]}")
+    if foreseer.unserved_load < reactive.unserved_load:
+        verdict = (": the capacity it adds ahead of a rise is the price of not falling behind "
+                   "it")
+    else:
+        verdict = "; on this stretch, forecasting did not serve more of the load than reacting"
     date = datetime.datetime.fromtimestamp(replay.trace_time(samples[0].wall) + replay.utc_offset,
                                            datetime.UTC)
     lead = settings.ready_after * settings.speedup / 60.0
@@ -313,8 +319,7 @@ def summarize(samples: list[Sample], replay: Replay, settings: DemoSettings) -> 
         f"{foreseer.underprov_time:.0%} of the time. {how}. Foreseer paid "
         f"{foreseer.replica_hours:.0f} replica-hours ({foreseer.replica_hours_vs_oracle:.2f}x "
         f"a perfect-foresight oracle) against the reactive twin's {reactive.replica_hours:.0f} "
-        f"({reactive.replica_hours_vs_oracle:.2f}x): the capacity it adds ahead of the ramp is "
-        f"the price of not falling behind it.")
+        f"({reactive.replica_hours_vs_oracle:.2f}x){verdict}.")
 
 
 def plot(samples: list[Sample], replay: Replay, settings: DemoSettings, path: Path) -> Path:
