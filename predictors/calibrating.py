@@ -9,6 +9,7 @@ on data like the recent history, whatever the model's own error model assumed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class CalibrationSettings:
     steps miss alike, and pooling steadies offsets estimated from few origins."""
     min_origins: int = 4
     """Fewer usable origins than this leaves the model uncalibrated (offsets of zero)."""
+    halflife: float | None = 86400.0
+    """Seconds after which an origin's misses count half as much (None: all alike).
+    Load changes regime (a calmer week, a new level); recent misses say more about
+    the next hour than those of four days ago (weighted, non-exchangeable conformal)."""
 
     def __post_init__(self) -> None:
         validate_quantiles(self.levels)
@@ -91,35 +96,121 @@ class Offsets:
 
 
 def conformal_offsets(
-    result: Backtest, levels: Sequence[float], spread: float = 0.25, min_origins: int = 4
+    result: Backtest,
+    levels: Sequence[float],
+    spread: float = 0.25,
+    min_origins: int = 4,
+    weights: FloatArray | None = None,
 ) -> Offsets:
     """Offsets that make each level's forecast cover its share of the backtest's actuals.
 
-    Uses the finite-sample conformal rank ``ceil((n + 1) q)`` of the pooled
-    errors, so a q0.9 offset from few origins errs on the safe (higher) side.
+    ``weights`` (one per origin, default all 1) make recent origins count more.
+    The quantile is the conformal one: the next forecast counts as one more
+    sample of the largest weight, so offsets from few origins err on the safe
+    (higher) side, like the rank ``ceil((n + 1) q)`` when weights are equal.
     """
     ordered = tuple(sorted(validate_quantiles(levels)))
     h = result.horizon
     usable = int(np.count_nonzero(np.isfinite(result.residuals()).any(axis=1)))
     if usable < min_origins:
         return Offsets.zero(ordered, h)
+    rows = np.ones(result.origins.size) if weights is None else np.asarray(weights, np.float64)
     table = np.zeros((len(ordered), h))
     for i, q in enumerate(ordered):
         errors = result.errors(q)
         for j in range(h):
             lo = math.floor(j * (1.0 - spread))
             hi = math.ceil(j * (1.0 + spread)) + 1
-            table[i, j] = _conformal_quantile(errors[:, lo:hi], q)
+            pooled = errors[:, lo:hi]
+            table[i, j] = _conformal_quantile(
+                pooled, np.broadcast_to(rows[:, None], pooled.shape), q
+            )
     return Offsets(ordered, table, usable)
 
 
-def _conformal_quantile(errors: FloatArray, q: float) -> float:
-    pooled = np.sort(errors[np.isfinite(errors)])
-    n = pooled.size
-    if n == 0:
+def _conformal_quantile(errors: FloatArray, weights: FloatArray, q: float) -> float:
+    finite = np.isfinite(errors)
+    values, w = errors[finite], weights[finite]
+    if values.size == 0:
         return 0.0
-    rank = min(n, max(1, math.ceil((n + 1) * q)))
-    return float(pooled[rank - 1])
+    order = np.argsort(values, kind="stable")
+    values, w = values[order], w[order]
+    # the unseen point takes the largest weight; its value is unknown (+inf), so the
+    # quantile is the first error whose cumulative weight reaches q of the total
+    reach = q * (w.sum() + w.max())
+    rank = min(values.size - 1, int(np.searchsorted(np.cumsum(w), reach - 1e-12)))
+    return float(values[rank])
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Recent forecasts at the calibrated levels and, as they arrive, what happened.
+
+    A sliding window of origins, seeded by the fit's backtest and extended as
+    the model moves on, so calibration follows the model's recent misses.
+    """
+
+    times: FloatArray
+    """Unix time of each origin's first forecast step, oldest first."""
+    step: float
+    """Seconds between forecast steps."""
+    actual: FloatArray
+    """(origins x steps) actuals; NaN until known."""
+    mean: FloatArray
+    """(origins x steps) point forecasts."""
+    quantiles: dict[float, FloatArray]
+    """Level -> (origins x steps) raw (uncalibrated) forecasts."""
+
+    @classmethod
+    def seeded(cls, result: Backtest, series: Series, levels: Sequence[float]) -> Ledger:
+        """The backtest's origins (run on ``series``) as the first entries."""
+        h = result.horizon
+        rows = result.origins.size
+        return cls(
+            series.start + series.step * result.origins.astype(np.float64),
+            series.step,
+            result.actual.copy(),
+            result.mean.copy(),
+            {q: result.quantile(q).copy() if rows else np.empty((0, h)) for q in levels},
+        )
+
+    def due(self, origin: float, stride: int) -> bool:
+        """Whether ``origin`` is at least ``stride`` steps after the latest recorded one."""
+        return self.times.size == 0 or origin >= self.times[-1] + (stride - 0.5) * self.step
+
+    def recorded(self, forecast: Forecast, keep: int) -> Ledger:
+        """With ``forecast`` (raw, from a new origin) appended; only the last ``keep`` kept."""
+        h = self.actual.shape[1]
+
+        def add(rows: FloatArray, row: FloatArray) -> FloatArray:
+            return np.vstack([rows, row[None, :h]])[-keep:]
+
+        return Ledger(
+            np.append(self.times, forecast.start)[-keep:],
+            self.step,
+            add(self.actual, np.full(h, np.nan)),
+            add(self.mean, forecast.mean),
+            {q: add(v, forecast.quantile(q)) for q, v in self.quantiles.items()},
+        )
+
+    def resolved(self, series: Series) -> Ledger:
+        """With every actual that ``series`` now holds filled in."""
+        h = self.actual.shape[1]
+        targets = self.times[:, None] + self.step * np.arange(h)
+        idx = np.rint((targets - series.start) / series.step).astype(np.int64)
+        known = (idx >= 0) & (idx < len(series))
+        seen = series.values[np.clip(idx, 0, max(0, len(series) - 1))] if len(series) else idx * 0.0
+        actual = np.where(known & np.isnan(self.actual), seen, self.actual)
+        return dataclasses.replace(self, actual=actual)
+
+    def as_backtest(self) -> Backtest:
+        return Backtest(np.arange(self.times.size), self.actual, self.mean, self.quantiles)
+
+    def weights(self, halflife: float | None) -> FloatArray | None:
+        """Each origin's weight: halved every ``halflife`` seconds before the latest."""
+        if halflife is None or self.times.size == 0:
+            return None
+        return np.asarray(0.5 ** ((self.times[-1] - self.times) / halflife), dtype=np.float64)
 
 
 class Calibrated:
@@ -147,7 +238,8 @@ class Calibrated:
     def fit_from(self, series: Series, result: Backtest) -> Self:
         """Fit on ``series`` with offsets from a backtest already run (AutoForecaster's)."""
         s = self.settings
-        self.offsets_ = conformal_offsets(result, s.levels, s.spread, s.min_origins)
+        self.ledger_ = Ledger.seeded(result, series, s.levels)
+        self.offsets_ = self._offsets()
         self.fallback_: str | None = None
         if self.offsets_.samples == 0:
             self.fallback_ = (
@@ -161,9 +253,33 @@ class Calibrated:
         return self
 
     def update(self, series: Series) -> Self:
-        """Condition the fitted model on newer history; the offsets stay as learned."""
+        """Condition the model on newer history, and recalibrate on its latest misses.
+
+        Before moving on, the model's raw forecast from where it stood joins the
+        `Ledger` (every ``backtest.stride`` steps); as actuals arrive, the offsets
+        are re-estimated over the last ``backtest.origins`` origins. This is
+        online conformal calibration: when the load turns more (or less)
+        predictable than it was in the fit's backtest, the quantiles follow
+        within hours instead of waiting for the next retrain.
+        """
+        s = self.settings
+        ledger = self.ledger_
+        origin = self.model_.predict(1, (0.5,)).start
+        if ledger.due(origin, 1):
+            raw = self.model_.predict(ledger.actual.shape[1], s.levels)
+            ledger = ledger.recorded(raw, s.backtest.origins)
         self.model_ = moved_on(self.model_, series)
+        self.ledger_ = ledger.resolved(series)
+        offsets = self._offsets()
+        if offsets.samples:
+            self.offsets_ = offsets
         return self
+
+    def _offsets(self) -> Offsets:
+        s = self.settings
+        weights = self.ledger_.weights(s.halflife)
+        backtest = self.ledger_.as_backtest()
+        return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, weights)
 
     def predict(
         self, horizon_steps: int, quantiles: Sequence[float] = DEFAULT_QUANTILES

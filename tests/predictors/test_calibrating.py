@@ -26,6 +26,15 @@ def test_calibrated_q90_is_exceeded_about_ten_percent_of_the_time_on_unseen_data
     assert unseen_coverage(model, series, 1500, 0.9) == pytest.approx(0.9, abs=0.03)
 
 
+def test_calibration_follows_the_load_when_it_turns_noisier_after_the_fit():
+    calm, rough = noisy_series(1500, seed=3, sigma=1.0), noisy_series(1500, seed=4, sigma=5.0)
+    series = Series(0.0, 300.0, np.r_[calm.values, rough.values])
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
+    # walk through the change; by the second half of the rough part the offsets caught up
+    unseen_coverage(model, series, 1500, 0.9)
+    assert unseen_coverage(model, series, 2250, 0.9) == pytest.approx(0.9, abs=0.04)
+
+
 def test_calibration_covers_levels_between_calibrated_ones_by_interpolation():
     series = noisy_series(3000, seed=2)
     model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
@@ -73,3 +82,18 @@ def test_the_wrapped_prototype_is_never_fitted_itself():
     prototype = LastMean(k=12)
     Calibrated(prototype, SETTINGS).fit(noisy_series(1500))
     assert prototype.fits == 0
+
+
+def test_equal_weights_give_the_classic_conformal_rank():
+    errors = np.arange(1.0, 21.0)[:, None]
+    result = Backtest(np.arange(20), errors, np.zeros((20, 1)), {0.9: np.zeros((20, 1))})
+    # ceil((20 + 1) * 0.9) = 19th smallest
+    assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 19.0
+
+
+def test_recent_origins_weigh_more_than_old_ones():
+    errors = np.r_[np.full(30, 10.0), np.zeros(30)][:, None]
+    result = Backtest(np.arange(60), errors, np.zeros((60, 1)), {0.9: np.zeros((60, 1))})
+    weights = np.r_[np.full(30, 0.01), np.ones(30)]
+    assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 10.0
+    assert conformal_offsets(result, (0.9,), weights=weights).at(0.9, 1)[0] == 0.0
