@@ -19,6 +19,10 @@ from foreseer.predictors.periods import detect_periods
 from foreseer.predictors.series import FloatArray, Series
 
 BoolArray = npt.NDArray[np.bool_]
+UNJUDGED_TAIL = 3
+"""The newest points a history never flags (`flag_anomalies`' max_run), re-judged later."""
+CONTEXT = 288
+"""Points of context for judging new points when the series has no season."""
 
 
 def checked_values(series: Series) -> FloatArray:
@@ -73,20 +77,28 @@ class History:
         return int(np.count_nonzero(~np.isnan(self.clean)))
 
 
-def extend(previous: History, series: Series) -> History:
+def extend(previous: History, series: Series, mask_anomalies: bool = True) -> History:
     """`series` prepared with the periods and anomaly flags already found on `previous`.
 
-    Points that `previous` covered keep their flags; newer points are not
-    flagged until the next full `prepare` (the newest are never flagged anyway,
-    see `anomalies`). Linear in the length, for moving a model's origin on.
+    Points that `previous` covered keep their flags. Only the newer points
+    (and the few newest of `previous`, which it could not judge yet) are
+    checked for anomalies, against a recent stretch of two main seasons, so
+    moving a model's origin on costs little more than the new points.
     """
     raw = checked_values(series)
-    flags = np.zeros(raw.size, dtype=bool)
+    n = raw.size
+    flags = np.zeros(n, dtype=bool)
+    known = 0
     if series.step == previous.step:
         offset = round((series.start - previous.start) / series.step)
-        lo, hi = max(0, -offset), min(raw.size, previous.raw.size - offset)
+        lo, hi = max(0, -offset), min(n, previous.raw.size - offset)
         if hi > lo:
             flags[lo:hi] = previous.anomalies[lo + offset : hi + offset]
+            known = max(0, hi - UNJUDGED_TAIL)
+    if mask_anomalies and known < n:
+        context = 2 * previous.periods[0] if previous.periods else CONTEXT
+        stretch = raw[max(0, known - context) :]
+        flags[known:] = flag_anomalies(stretch, previous.periods)[stretch.size - (n - known) :]
     clean = np.where(flags, np.nan, raw)
     return History(
         start=series.start,

@@ -92,7 +92,7 @@ class HistoryModel(ABC):
         if not hasattr(self, "history_") or self.delegate_ is not None:
             return self.fit(series)
         previous = self.history_
-        history = extend(previous, series)
+        history = extend(previous, series, self.mask_anomalies)
         self.history_ = history
         self.anomalies_ = history.anomalies
         self.n_anomalies_ = int(history.anomalies.sum())

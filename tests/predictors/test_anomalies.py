@@ -86,3 +86,13 @@ def test_masking_can_be_turned_off() -> None:
     values[400] = 2000.0
     model = Naive(mask_anomalies=False).fit(Series(0.0, 300.0, values))
     assert model.n_anomalies_ == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_spike_arriving_after_the_fit_is_flagged_on_update(name: str) -> None:
+    values = daily(4)
+    values[3 * DAY + 5] = 5000.0
+    model = MODELS[name]().fit(Series(0.0, 300.0, values[: 3 * DAY]))
+    model.update(Series(0.0, 300.0, values))
+    assert model.anomalies_[3 * DAY + 5]
+    assert model.predict(12).mean.max() < 300
