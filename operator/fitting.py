@@ -35,8 +35,9 @@ Key = tuple[str, str, str]
 
 # Before any replica was seen becoming ready, assume this lead time for `horizon: auto`.
 DEFAULT_LEAD_SECONDS = 60.0
-# A drifting model is refitted at most this often, so a bad patch of data cannot pin a core.
-MIN_REFIT_SECONDS = 60.0
+# A drifting model is refitted at most this often: a load no model predicts well must not
+# keep a fitting worker busy with one policy.
+MIN_REFIT_SECONDS = 300.0
 # Live error above this many times the trust threshold triggers a refit.
 DRIFT_FACTOR = 1.0
 

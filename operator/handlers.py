@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+INVALID_RECHECK_SECONDS = 5.0
+"""How often the loop of an invalid policy looks again (it has no valid interval)."""
+
 
 @dataclass
 class PolicyMemory:
@@ -155,6 +158,9 @@ def build_registry() -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         runtime: Runtime = memo.runtime
+        # A daemon (re)starts after a restart, a peering hand-over or a pause: another
+        # replica may have acted meanwhile, so the state comes from status, not from memory.
+        runtime.memory(meta["namespace"], meta["name"]).state = None
         runtime.health.policies += 1
         try:
             while not stopped:
@@ -180,16 +186,15 @@ def parse_spec(raw: Mapping[str, Any]) -> ScalingPolicySpec | str:
 async def check_spec(
     runtime: Runtime, body: Mapping[str, Any], raw: Mapping[str, Any], generation: int | None,
     status: Mapping[str, Any],
-) -> ScalingPolicySpec | None:
+) -> None:
     """Validate a policy; an invalid one gets Ready=False with the reason, and an Event."""
     parsed = parse_spec(raw)
     if isinstance(parsed, ScalingPolicySpec):
-        return parsed
+        return
     state = read_state(runtime, body, status)
     await write_conditions(runtime, body, state, [
         (ConditionType.READY, False, "InvalidSpec", f"the policy is invalid: {parsed}"),
     ], generation)
-    return None
 
 
 def read_state(runtime: Runtime, body: Mapping[str, Any],
@@ -246,9 +251,10 @@ def changed_conditions(old: list[Condition], new: list[Condition]) -> list[Condi
 
 
 def is_bad(condition: Condition) -> bool:
-    """Whether a condition warns: ScalingLimited is the one type where True is the bad side."""
+    """Whether a condition change is a Warning Event: any type turning not-True, except
+    ScalingLimited, where a guard holding the replicas back is normal operation."""
     if condition.type == ConditionType.SCALING_LIMITED:
-        return False  # being limited by a guard is normal operation, not a warning
+        return False
     return condition.status != ConditionStatus.TRUE
 
 
@@ -263,7 +269,7 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
     generation = meta.get("generation")
     parsed = parse_spec(dict(body.get("spec", {})))
     if not isinstance(parsed, ScalingPolicySpec):
-        return 30.0  # invalid: check_spec reported it; wait for an edit
+        return INVALID_RECHECK_SECONDS  # check_spec reported it; wait for an edit
     spec = parsed
     interval = parse_duration(spec.interval)
     started = time.perf_counter()
@@ -432,9 +438,6 @@ def publish(runtime: Runtime, namespace: str, name: str, current: int,
             decision: Decision) -> None:
     """The decision's numbers on /metrics."""
     t = runtime.telemetry
-    for gauge, value in ((t.reactive, decision.reactive), (t.predictive, decision.predictive),
-                         (t.final, decision.final), (t.current, current)):
-        if value is not None:
-            gauge.labels(namespace, name).set(value)
-    t.breaker.labels(namespace, name).state(decision.new_state.breaker.state.value)
-
+    t.observe_decision(namespace, name, current, {
+        t.reactive: decision.reactive, t.predictive: decision.predictive,
+        t.final: decision.final}, decision.new_state.breaker.state.value)

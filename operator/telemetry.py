@@ -98,6 +98,18 @@ class Telemetry:
             elif _has(gauge, namespace, policy, metric):
                 gauge.remove(namespace, policy, metric)
 
+    def observe_decision(self, namespace: str, policy: str, current: int,
+                         replicas: dict[Gauge, int | None], breaker: str) -> None:
+        """Record a decision's replica counts (a None count is removed, not left stale) and
+        the breaker state."""
+        self.current.labels(namespace, policy).set(current)
+        for gauge, value in replicas.items():
+            if value is not None:
+                gauge.labels(namespace, policy).set(value)
+            elif _has(gauge, namespace, policy):
+                gauge.remove(namespace, policy)
+        self.breaker.labels(namespace, policy).state(breaker)
+
     def count_query_error(self, namespace: str, policy: str, metric: str, kind: str) -> None:
         self._errors.setdefault((namespace, policy), set()).add((metric, kind))
         self.query_errors.labels(namespace, policy, metric, kind).inc()

@@ -118,7 +118,7 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
         assert fitted is not None and fitted.points == 200
         assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=False) is None
         assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=True) is None  # too soon
-        assert fitter.needs_fit(key, RECIPE, 1100.0, 3600, drifting=True) == \
+        assert fitter.needs_fit(key, RECIPE, 1300.0, 3600, drifting=True) == \
             "live forecast error drifted"
         assert fitter.needs_fit(key, RECIPE, 4600.0, 3600, drifting=False) == \
             "retrain interval elapsed"

@@ -80,6 +80,9 @@ async def test_one_bad_metric_of_two_still_scales_up_on_the_healthy_one_and_neve
 
     await until(lambda: replicas(stack.emulator, "shop", "web") == 4, timeout=30,
                 what="scaled up to 4 on the healthy metric")
+    # The status is written after the scale, in the same tick.
+    await until(lambda: condition(stack.emulator, "shop", "web", "MetricsAvailable"),
+                timeout=10, what="the MetricsAvailable condition")
     missing = condition(stack.emulator, "shop", "web", "MetricsAvailable")
     assert missing["status"] == "False"
     assert "empty" in missing["message"] and "nan" in missing["message"]

@@ -71,11 +71,12 @@ async def test_two_policies_in_two_namespaces_scale_independently(stack: Stack) 
 
     async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
         blog.value = 850.0
-        await until(lambda: replicas(stack.emulator, "blog", "web") == 9, timeout=30,
+        await until(lambda: status(stack.emulator, "blog", "web").get("desiredReplicas") == 9,
+                    timeout=30, what="blog decided 9")
+        await until(lambda: replicas(stack.emulator, "blog", "web") == 9, timeout=10,
                     what="blog scaled to 9")
     assert recorder.values() == [3]
     assert status(stack.emulator, "shop", "web")["desiredReplicas"] == 3
-    assert status(stack.emulator, "blog", "web")["desiredReplicas"] == 9
 
 
 async def test_metrics_and_health_are_served_and_a_deleted_policy_leaves_nothing_behind(
