@@ -166,6 +166,8 @@ class Emulator(kmock.KubernetesEmulator):
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
     _scale_paths: dict[kmock.resource, tuple[str, str, str | None]] = attrs.field(
         factory=dict, init=False)
+    _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
+    _schemas: dict[kmock.resource, Body] = attrs.field(factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -194,6 +196,8 @@ class Emulator(kmock.KubernetesEmulator):
                 subresources=set(version.get("subresources", {})),
             )
             self._custom.add(res)
+            self._columns[res] = list(version.get("additionalPrinterColumns", []))
+            self._schemas[res] = version.get("schema", {}).get("openAPIV3Schema", {})
             scale = version.get("subresources", {}).get("scale")
             if scale is not None:
                 self._scale_paths[res] = (scale["specReplicasPath"], scale["statusReplicasPath"],
@@ -366,11 +370,15 @@ class Emulator(kmock.KubernetesEmulator):
         method = request.method.value
         namespace = request.namespace
         content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
+        # kubectl asks for a server-side Table to print a CRD's additionalPrinterColumns.
+        as_table = "as=Table" in request.headers.get("Accept", "") and resource in self._columns
         async with self._lock:
             if method == "GET" and name is None:
-                return self._list(resource, namespace, request.params)
+                listing = self._list(resource, namespace, request.params)
+                return self._table(resource, listing["items"]) if as_table else listing
             if method == "GET":
-                return self._read(resource, namespace, name, sub)
+                body = self._read(resource, namespace, name, sub)
+                return self._table(resource, [body]) if as_table and sub is None else body
             if method == "POST" and name is None:
                 return self._create(resource, namespace, dict(request.data or {}))
             if method in ("PATCH", "PUT") and name is not None:
@@ -419,6 +427,7 @@ class Emulator(kmock.KubernetesEmulator):
         body.setdefault("kind", info.kind)
         for field in ("resourceVersion", "deletionTimestamp"):
             meta.pop(field, None)
+        _apply_defaults(body, self._schemas.get(resource, {}))
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         return self._store_new(resource, namespace, body)
 
@@ -531,6 +540,7 @@ class Emulator(kmock.KubernetesEmulator):
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
+        _apply_defaults(proposed, self._schemas.get(resource, {}))
         if _spec_part(proposed) != _spec_part(current):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         meta["resourceVersion"] = old_meta["resourceVersion"]
@@ -619,6 +629,22 @@ class Emulator(kmock.KubernetesEmulator):
             "status": {"replicas": int(current or 0), "selector": selector},
         }
 
+    def _table(self, resource: kmock.resource, items: list[Body]) -> Body:
+        """A meta.k8s.io/v1 Table of a CRD's printer columns (dotted JSON paths only)."""
+        columns = [{"name": "Name", "type": "string", "format": "name", "priority": 0,
+                    "description": "Name of the object."}]
+        columns += [{"name": c["name"], "type": c["type"], "format": c.get("format", ""),
+                     "priority": c.get("priority", 0), "description": c.get("description", "")}
+                    for c in self._columns[resource]]
+        rows = [{"cells": [body["metadata"]["name"]]
+                 + [_cell(_at(body, c["jsonPath"]), c["type"]) for c in self._columns[resource]],
+                 "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                            "metadata": body["metadata"]}}
+                for body in items]
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": str(self._revision)},
+                "columnDefinitions": columns, "rows": rows}
+
     def _list(self, resource: kmock.resource, namespace: str | None,
               params: Mapping[str, str]) -> Body:
         accepts = _selector_filter(params)
@@ -689,6 +715,31 @@ def _at(body: Mapping[str, Any], path: str) -> Any:
     for part in path.strip(".").split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
     return value
+
+
+def _apply_defaults(value: Any, schema: Mapping[str, Any]) -> None:
+    """Fill in a CRD structural schema's ``default`` values, as the API server does."""
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                _apply_defaults(value[key], sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            _apply_defaults(item, schema["items"])
+
+
+def _cell(value: Any, kind: str) -> Any:
+    """A Table cell as the API server prints it: dates become an age like "5m" or "3d"."""
+    if kind != "date" or not isinstance(value, str):
+        return value
+    born = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    seconds = int((datetime.datetime.now(datetime.UTC) - born).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "d" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{max(0, seconds)}s"
 
 
 def _spec_part(body: Mapping[str, Any]) -> dict[str, Any]:

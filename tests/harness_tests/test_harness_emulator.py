@@ -94,20 +94,22 @@ async def test_a_status_write_changes_only_status_and_a_main_write_never_status(
     await call(custom.patch_namespaced_custom_object, "foreseer.dev", "v1alpha1", "shop",
                "scalingpolicies", "p", {"status": {"replicas": 7}, "spec": {"maxReplicas": 4}})
     body = emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")
-    assert body["spec"] == {"maxReplicas": 4} and body["status"] == {"replicas": 2}
+    assert body["spec"]["maxReplicas"] == 4 and body["status"] == {"replicas": 2}
+    assert body["spec"]["mode"] == "Auto"  # the CRD schema's default, as a server fills it in
     assert body["metadata"]["generation"] == 2
 
 
 async def test_a_strategic_merge_patch_of_a_custom_resource_is_rejected_with_415(
         emulator: Emulator) -> None:
-    await emulator.create_object("foreseer.dev/v1alpha1/scalingpolicies",
+    created = await emulator.create_object("foreseer.dev/v1alpha1/scalingpolicies",
                           {"metadata": {"name": "p", "namespace": "shop"}, "spec": {}})
     response = await emulator.patch(
         "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies/p",
         data=json.dumps({"spec": {"x": 1}}),
         headers={"Content-Type": "application/strategic-merge-patch+json"})
     assert response.status == 415
-    assert emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")["spec"] == {}
+    policy = emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")
+    assert policy["spec"] == created["spec"]
 
 
 async def test_events_posted_with_generate_name_get_unique_names(
@@ -247,3 +249,10 @@ async def test_kubectl_can_discover_list_and_scale_against_the_emulator(
     await kubectl("scale", "deploy/web", "--replicas=4")
     assert await kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.replicas}") == "4"
     assert "No resources found" in await kubectl("get", "sp")
+    await emulator.create_object("foreseer.dev/v1alpha1/scalingpolicies", {
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"scaleTargetRef": {"name": "web"}, "maxReplicas": 9,
+                 "metrics": [{"name": "rps", "query": "sum(x)", "targetPerReplica": 10}]}})
+    header, row = (await kubectl("get", "sp")).splitlines()
+    assert header.split()[:4] == ["NAME", "TARGET", "MODE", "MIN"]  # the CRD's printer columns
+    assert row.split()[:2] == ["web", "web"]
