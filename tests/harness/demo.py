@@ -514,8 +514,9 @@ async def run(settings: DemoSettings, outcome: Outcome | None = None) -> Outcome
                 print(f"  backfilling {settings.history_days:g} trace days into Prometheus "
                       "(promtool), starting Prometheus and the operator ...", flush=True)
                 await asyncio.to_thread(prometheus.backfill, *texts)
+                others = child_groups()
                 await asyncio.to_thread(prometheus.start)
-                outcome.process_groups.extend(child_groups())
+                outcome.process_groups.extend(child_groups() - others)
                 kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig")
                 port, log = free_port(), settings.out_dir / "operator.log"
                 with operator_process(prometheus.url, kubeconfig, port, log) as operator:
