@@ -18,8 +18,6 @@ the load comes back down.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import median_filter  # scipy ships with scikit-learn; a C rolling median
@@ -37,10 +35,12 @@ def seasonal_typical(residuals: FloatArray, period: int) -> FloatArray:
     cycles = -(-n // period)
     padded = np.full(cycles * period, np.nan)
     padded[:n] = residuals
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN phase gives NaN, made 0 below
-        typical = np.nanmedian(padded.reshape(cycles, period), axis=0)
-    typical = np.nan_to_num(typical, nan=0.0)
+    # A NaN-aware median by sorting (NaN sorts last): np.nanmedian is many times slower here.
+    ordered = np.sort(padded.reshape(cycles, period), axis=0)
+    count = np.sum(~np.isnan(ordered), axis=0)
+    lower = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[None, :], axis=0)[0]
+    upper = np.take_along_axis(ordered, np.maximum(count // 2, 0)[None, :], axis=0)[0]
+    typical = np.where(count > 0, (lower + upper) / 2, 0.0)
     return np.tile(typical, cycles)[:n]
 
 

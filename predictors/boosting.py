@@ -43,6 +43,9 @@ from foreseer.predictors.holtwinters import (
     GAMMAS,
     PHIS,
     Smoothed,
+    advance,
+    extrapolate,
+    newer_points,
     smooth,
     trajectory,
 )
@@ -154,6 +157,8 @@ class Boosting(HistoryModel):
     """The seasonal periods used as features."""
     smoother_: Smoothed
     """Holt-Winters parameters whose forecast from every origin is a feature."""
+    state_: Smoothed
+    """That Holt-Winters recursion's state at the end of the history."""
     regressors_: dict[float, HistGradientBoostingRegressor]
     """The fitted trees per quantile level (0.5 is the point forecast)."""
     path_: dict[float, FloatArray]
@@ -195,9 +200,8 @@ class Boosting(HistoryModel):
         return HistGradientBoostingRegressor(loss="quantile", quantile=quantile, **common)
 
     def _features(
-        self, history: History, origin: IntArray, h: IntArray
+        self, history: History, origin: IntArray, h: IntArray, baseline: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        baseline = trajectory(history.filled, self.smoother_).forecast(origin, h)
         x = history.filled
         return features(x, origin, h, self.periods_, history.start, history.step, baseline)
 
@@ -222,7 +226,9 @@ class Boosting(HistoryModel):
         origin, h = origin[keep], h[keep]
         keep = ~np.isnan(history.clean[origin + h])
         origin, h = origin[keep], h[keep]
-        x, scale = self._features(history, origin, h)
+        path = trajectory(history.filled, self.smoother_)
+        self.state_ = path.final
+        x, scale = self._features(history, origin, h, path.forecast(origin, h))
         target = (history.clean[origin + h] - history.filled[origin]) / scale
         self.regressors_ = {}
         with THREADS.limit(limits=1, user_api="openmp"):
@@ -238,9 +244,15 @@ class Boosting(HistoryModel):
         self._update(history, history)
 
     def _update(self, previous: History, history: History) -> None:
+        added = newer_points(previous, history)
+        if added is None:
+            self.state_ = trajectory(history.filled, self.smoother_).final
+        else:
+            self.state_ = advance(self.state_, history.filled[history.filled.size - added :])
         last = history.filled.size - 1
         h = np.arange(1, self.max_horizon + 1, dtype=np.int64)
-        x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h)
+        baseline = extrapolate(self.state_, self.max_horizon)
+        x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h, baseline)
         level = history.filled[last]
         with THREADS.limit(limits=1, user_api="openmp"):
             self.path_ = {q: level + r.predict(x) * scale for q, r in self.regressors_.items()}

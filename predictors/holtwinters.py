@@ -17,6 +17,7 @@ Recursion for parameter set (alpha, beta, gamma, phi) and season m::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,6 +163,8 @@ class Trajectory:
     """The seasonal value stored at each point's phase after it (empty without season)."""
     phi: float
     period: int
+    final: Smoothed
+    """The state after the last point, to forecast or `advance` from."""
 
     def forecast(self, origin: npt.NDArray[np.int64], h: npt.NDArray[np.int64]) -> FloatArray:
         """The h-step forecast made at each origin (origins at or after the first point)."""
@@ -199,7 +202,15 @@ def trajectory(y: FloatArray, state: Smoothed) -> Trajectory:
         if period:
             season[idx] += gain_s * err
             written[t] = season[idx]
-    return Trajectory(level, trend, written, p, period)
+    final = dataclasses.replace(
+        state,
+        level=level_now,
+        trend=trend_now,
+        season=np.asarray(season, dtype=np.float64),
+        phase=n,
+        residuals=np.empty(0),
+    )
+    return Trajectory(level, trend, written, p, period, final)
 
 
 def extrapolate(state: Smoothed, horizon: int) -> FloatArray:
