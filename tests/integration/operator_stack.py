@@ -184,4 +184,14 @@ class Stack:
     async def apply(self, manifest: Mapping[str, Any]) -> None:
         await self.emulator.create_object(POLICIES, manifest)
 
+    async def one_policy(self, load: Level, replicas: int, **spec: Any) -> RunningOperator:
+        """The common set-up: Deployment shop/web with ``load``, Prometheus, an operator,
+        and policy shop/web on that load at 100 per replica (``spec`` adds fields)."""
+        await self.workload("web", "shop", replicas=replicas, load=load)
+        await self.start_prometheus(load_query("web", "shop"))
+        operator = await self.operator()
+        await self.apply(policy("web", "shop", "web", [
+            metric("load", load_query("web", "shop"), 100.0)], **spec))
+        return operator
+
 

@@ -35,11 +35,7 @@ def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
 async def test_a_prometheus_outage_never_scales_down_and_the_policy_recovers(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
-    await stack.start_prometheus(load_query("web", "shop"))
-    await stack.operator()
-    await stack.apply(policy("web", "shop", "web", [
-        metric("load", load_query("web", "shop"), 100.0)], guards=FAST_BREAKER))
+    await stack.one_policy(Level(250.0), replicas=1, guards=FAST_BREAKER)
     await until(lambda: replicas(stack.emulator, "shop", "web") == 3, timeout=30,
                 what="scaled to 3 before the outage")
 
@@ -145,12 +141,8 @@ async def test_invalid_policies_get_a_condition_and_an_event_while_others_keep_w
 async def test_a_conflict_on_the_scale_patch_is_retried_and_the_decision_kept(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
-    await stack.start_prometheus(load_query("web", "shop"))
     fault = stack.emulator.fail_next("PATCH", DEPLOYMENTS, subresource="scale", times=2)
-    await stack.operator()
-    await stack.apply(policy("web", "shop", "web", [
-        metric("load", load_query("web", "shop"), 100.0)]))
+    await stack.one_policy(Level(250.0), replicas=1)
 
     await until(lambda: replicas(stack.emulator, "shop", "web") == 3, timeout=30,
                 what="scaled to 3 despite two conflicts")

@@ -28,12 +28,8 @@ pytestmark = pytest.mark.integration
 async def test_observe_mode_publishes_the_recommendation_and_never_changes_replicas(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(350.0))
-    await stack.start_prometheus(load_query("web", "shop"))
-    operator = await stack.operator()
+    operator = await stack.one_policy(Level(350.0), replicas=1, mode="Observe")
     async with ReplicaRecorder(stack.emulator, "shop", "web") as recorder:
-        await stack.apply(policy("web", "shop", "web", [
-            metric("load", load_query("web", "shop"), 100.0)], mode="Observe"))
 
         def recommended() -> bool:
             final = (status(stack.emulator, "shop", "web").get("recommendation") or {})
@@ -82,11 +78,7 @@ async def test_two_policies_in_two_namespaces_scale_independently(stack: Stack) 
 async def test_metrics_and_health_are_served_and_a_deleted_policy_leaves_nothing_behind(
     stack: Stack,
 ) -> None:
-    await stack.workload("web", "shop", replicas=1, load=Level(250.0))
-    await stack.start_prometheus(load_query("web", "shop"))
-    operator = await stack.operator()
-    await stack.apply(policy("web", "shop", "web", [
-        metric("load", load_query("web", "shop"), 100.0)]))
+    operator = await stack.one_policy(Level(250.0), replicas=1)
     await until(lambda: replicas(stack.emulator, "shop", "web") == 3, timeout=30,
                 what="scaled to 3")
     base = f"http://127.0.0.1:{operator.runtime.metrics_port}"

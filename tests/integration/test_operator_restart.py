@@ -10,9 +10,6 @@ from operator_stack import (
     ReplicaRecorder,
     Stack,
     events,
-    load_query,
-    metric,
-    policy,
     replicas,
     status,
 )
@@ -28,12 +25,8 @@ async def test_a_restart_mid_stabilization_window_makes_no_extra_scale_action(
     stack: Stack,
 ) -> None:
     load = Level(350.0)
-    await stack.workload("web", "shop", replicas=4, load=load)
-    await stack.start_prometheus(load_query("web", "shop"))
-    first = await stack.operator()
-    await stack.apply(policy(
-        "web", "shop", "web", [metric("load", load_query("web", "shop"), 100.0)],
-        behavior={"scaleDown": {"stabilizationWindowSeconds": int(WINDOW)}}))
+    first = await stack.one_policy(
+        load, replicas=4, behavior={"scaleDown": {"stabilizationWindowSeconds": int(WINDOW)}})
 
     def history() -> list[dict[str, object]]:
         return list((status(stack.emulator, "shop", "web").get("history") or {})
