@@ -32,8 +32,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(loaded.logging)
     # Kopf installs its own SIGINT/SIGTERM handlers and stops gracefully on them.
-    asyncio.run(operate(loaded))
+    try:
+        asyncio.run(operate(loaded))
+    except StartupError as exc:
+        print(f"foreseer run: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+class StartupError(Exception):
+    """The operator cannot start (e.g. its port is taken); the message says why."""
 
 
 def configure_logging(config: LoggingSettings) -> None:
@@ -57,8 +65,13 @@ async def operate(
     """
     runtime = runtime or handlers.Runtime.create(config)
     registry = handlers.build_registry()
-    server = await telemetry.serve(runtime.telemetry, runtime.health,
-                                   config.server.host, config.server.port)
+    try:
+        server = await telemetry.serve(runtime.telemetry, runtime.health,
+                                       config.server.host, config.server.port)
+    except OSError as exc:
+        await runtime.close()
+        raise StartupError(f"cannot serve /metrics and /healthz on {config.server.host}:"
+                           f"{config.server.port}: {exc.strerror or exc}") from exc
     runtime.metrics_port = telemetry.bound_port(server)
     logger.info("serving /metrics and /healthz on port %d", runtime.metrics_port)
     try:

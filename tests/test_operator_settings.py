@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 import pytest
 
@@ -75,3 +76,18 @@ def test_foreseer_run_refuses_a_bad_setting_with_the_flag_named(
 
     assert main(["run", "--metrics-port", "eighty", "--standalone"]) == 2
     assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_foreseer_run_says_so_when_its_metrics_port_is_taken(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from foreseer.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["run", "--standalone", "--metrics-host", "127.0.0.1",
+                     "--metrics-port", str(port)])
+    assert code == 1
+    assert f"cannot serve /metrics and /healthz on 127.0.0.1:{port}" in capsys.readouterr().err
