@@ -1,13 +1,14 @@
 """Gradient-boosted lag model: direct multi-horizon forecasts with quantile loss.
 
-One scikit-learn `HistGradientBoostingRegressor` per output (the mean, and
-each quantile level asked for at construction), with the horizon as a
-feature, so one model covers every step up to `max_horizon` directly instead
-of feeding its own forecasts back (no compounding error).
+One scikit-learn `HistGradientBoostingRegressor` with quantile loss per
+level (the median as the point forecast, and each level asked for at
+construction), with the horizon as a feature, so one model covers every step
+up to `max_horizon` directly instead of feeding its own forecasts back (no
+compounding error).
 
-* Target: the change y[t + h] - y[t] from the origin, so the trees learn
-  shapes, not levels, and a load that moves to a level never seen in training
-  is still forecast around where it is now.
+* Target: the change y[t + h] - y[t] from the origin, divided by the recent
+  mean load, so the trees learn shapes, not levels, and a load that moves to
+  a level never seen in training is still forecast around where it is now.
 * Features, all relative to y[t]: the Holt-Winters forecast for the same
   target (the trees learn its corrections), recent lags and rolling means, rolling
   spread, the value one season before the target and how the load moved over
