@@ -24,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from foreseer.operator.durations import format_duration, parse_duration
+from foreseer.operator.specs import ForecastSpec
 from foreseer.simulator.comparing import Comparison, compare, tick_count
 from foreseer.simulator.policies import (
     CRANE_STYLE,
@@ -93,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="comma-separated quantiles to sweep foreseer Auto over, e.g. "
         "0.5,0.7,0.9,0.99 (adds a trade-off table to the markdown)",
+    )
+    parser.add_argument(
+        "--tradeoff-series",
+        action="append",
+        default=[],
+        help="sweep only traces whose name contains this (repeatable; default: all)",
     )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
@@ -224,7 +231,11 @@ def run(args: argparse.Namespace) -> int:
         )
         for p in paths
     ]
-    jobs += [Job(p, comparison, q, None) for q in sweep for p in paths]
+    swept_paths = [p for p in paths
+                   if not args.tradeoff_series or any(s in p.stem for s in args.tradeoff_series)]
+    # The default quantile's row comes from the main jobs; it is not run twice.
+    default = args.quantile if args.quantile is not None else ForecastSpec().quantile
+    jobs += [Job(p, comparison, q, None) for q in sweep if q != default for p in swept_paths]
     ticks = {p: tick_count(t, comparison.scenario) for p, t in traces.items()}
     results = _run_jobs(jobs, args.workers, lambda j: ticks[j.path])
 
@@ -240,9 +251,12 @@ def run(args: argparse.Namespace) -> int:
         for name, _, scores, seconds in main
     ]
     tradeoff = []
-    for q in sweep:
-        swept = [{"name": n, "policies": s} for n, qq, s, _ in results if qq == q]
-        tradeoff.append({"quantile": q, "summary": summarize(swept)})
+    swept_names = {p.stem for p in swept_paths}
+    for q in sorted({*sweep, default}) if sweep else ():
+        swept = [{"name": n, "policies": s} for n, qq, s, _ in results
+                 if n in swept_names and (qq == q or (q == default and qq == args.quantile))]
+        tradeoff.append({"quantile": q, "series": sorted(e["name"] for e in swept),
+                         "summary": summarize(swept)})
     elapsed = time.perf_counter() - started
     document = {
         "settings": {
@@ -302,6 +316,8 @@ def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
         lines += [
             "",
             "## Trade-off over foreseer's forecast quantile",
+            "",
+            f"Swept on: {', '.join(document['tradeoff'][0]['series'])}.",
             "",
             "| quantile | underprov vs HPA | replica-hours vs HPA | vs oracle | actions vs HPA |",
             "|---|---|---|---|---|",
