@@ -45,6 +45,10 @@ class CalibrationSettings:
     steps miss alike, and pooling steadies offsets estimated from few origins."""
     min_origins: int = 4
     """Fewer usable origins than this leaves the model uncalibrated (offsets of zero)."""
+    adapt_rate: float = 0.05
+    """Once live, how far a miss (or a hit) moves that level's target for its horizon
+    step (adaptive conformal inference, Gibbs & Candès 2021): a run of misses raises
+    the level the offsets are taken at until coverage is back on target. 0: off."""
     halflife: float | None = 86400.0
     """Seconds after which an origin's misses count half as much (None: all alike).
     Load changes regime (a calmer week, a new level); recent misses say more about
@@ -101,6 +105,7 @@ def conformal_offsets(
     spread: float = 0.25,
     min_origins: int = 4,
     weights: FloatArray | None = None,
+    shift: FloatArray | None = None,
 ) -> Offsets:
     """Offsets that make each level's forecast cover its share of the backtest's actuals.
 
@@ -108,6 +113,7 @@ def conformal_offsets(
     The quantile is the conformal one: the next forecast counts as one more
     sample of the largest weight, so offsets from few origins err on the safe
     (higher) side, like the rank ``ceil((n + 1) q)`` when weights are equal.
+    ``shift`` (levels x steps) moves the level each offset is taken at.
     """
     ordered = tuple(sorted(validate_quantiles(levels)))
     h = result.horizon
@@ -122,9 +128,9 @@ def conformal_offsets(
             lo = math.floor(j * (1.0 - spread))
             hi = math.ceil(j * (1.0 + spread)) + 1
             pooled = errors[:, lo:hi]
-            table[i, j] = _conformal_quantile(
-                pooled, np.broadcast_to(rows[:, None], pooled.shape), q
-            )
+            level = q if shift is None else float(np.clip(q + shift[i, j], 0.001, 0.999))
+            w = np.broadcast_to(rows[:, None], pooled.shape)
+            table[i, j] = _conformal_quantile(pooled, w, level)
     return Offsets(ordered, table, usable)
 
 
@@ -239,6 +245,7 @@ class Calibrated:
         """Fit on ``series`` with offsets from a backtest already run (AutoForecaster's)."""
         s = self.settings
         self.ledger_ = Ledger.seeded(result, series, s.levels)
+        self.shift_ = np.zeros((len(s.levels), result.horizon))
         self.offsets_ = self._offsets()
         self.fallback_: str | None = None
         if self.offsets_.samples == 0:
@@ -256,11 +263,11 @@ class Calibrated:
         """Condition the model on newer history, and recalibrate on its latest misses.
 
         Before moving on, the model's raw forecast from where it stood joins the
-        `Ledger` (every ``backtest.stride`` steps); as actuals arrive, the offsets
-        are re-estimated over the last ``backtest.origins`` origins. This is
-        online conformal calibration: when the load turns more (or less)
-        predictable than it was in the fit's backtest, the quantiles follow
-        within hours instead of waiting for the next retrain.
+        `Ledger`; as actuals arrive, the offsets are re-estimated over the last
+        ``backtest.origins`` origins, and each newly resolved miss or hit moves
+        its level's target (``adapt_rate``). This is online conformal
+        calibration: when the load turns more (or less) predictable than in the
+        fit's backtest, the quantiles follow within hours, not at the next retrain.
         """
         s = self.settings
         ledger = self.ledger_
@@ -270,16 +277,28 @@ class Calibrated:
             ledger = ledger.recorded(raw, s.backtest.origins)
         self.model_ = moved_on(self.model_, series)
         self.ledger_ = ledger.resolved(series)
+        self._adapt(ledger.actual)
         offsets = self._offsets()
         if offsets.samples:
             self.offsets_ = offsets
         return self
 
+    def _adapt(self, unresolved: FloatArray) -> None:
+        """Move each level's target by the misses and hits that just became known."""
+        ledger = self.ledger_
+        fresh = np.isnan(unresolved) & np.isfinite(ledger.actual)
+        if not fresh.any():
+            return
+        for i, q in enumerate(self.offsets_.levels):
+            served = ledger.quantiles[q] + self.offsets_.values[i]
+            missed = ((ledger.actual > served) & fresh).sum(axis=0)
+            self.shift_[i] += self.settings.adapt_rate * (missed - (1.0 - q) * fresh.sum(axis=0))
+
     def _offsets(self) -> Offsets:
         s = self.settings
         weights = self.ledger_.weights(s.halflife)
         backtest = self.ledger_.as_backtest()
-        return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, weights)
+        return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, weights, self.shift_)
 
     def predict(
         self, horizon_steps: int, quantiles: Sequence[float] = DEFAULT_QUANTILES
