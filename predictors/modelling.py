@@ -75,9 +75,7 @@ class HistoryModel(ABC):
 
     def fit(self, series: Series) -> Self:
         history = prepare(series, self.periods, self.mask_anomalies)
-        self.history_ = history
-        self.anomalies_ = history.anomalies
-        self.n_anomalies_ = int(history.anomalies.sum())
+        self._adopt(history)
         self.fallback_ = None
         self.delegate_ = None
         self._fit(history)
@@ -86,18 +84,28 @@ class HistoryModel(ABC):
     def update(self, series: Series) -> Self:
         """Condition on newer history, keeping the periods and parameters `fit` learned.
 
-        The backtest and the operator's tick call this between refits; a model
-        that fell back, or was never fitted, is simply fitted again.
+        The backtest and the operator's tick call this between refits. A model
+        that was never fitted is fitted; one that fell back moves its simpler
+        model on (the next `fit` decides again whether there is enough data).
         """
-        if not hasattr(self, "history_") or self.delegate_ is not None:
+        if not hasattr(self, "history_"):
+            return self.fit(series)
+        if isinstance(self.delegate_, HistoryModel):
+            self.delegate_.update(series)
+            self._adopt(self.delegate_.history_)
+            return self
+        if self.delegate_ is not None:
             return self.fit(series)
         previous = self.history_
         history = extend(previous, series, self.mask_anomalies)
+        self._adopt(history)
+        self._update(previous, history)
+        return self
+
+    def _adopt(self, history: History) -> None:
         self.history_ = history
         self.anomalies_ = history.anomalies
         self.n_anomalies_ = int(history.anomalies.sum())
-        self._update(previous, history)
-        return self
 
     def _update(self, previous: History, history: History) -> None:
         """Re-condition on `history` (after `previous`); by default a refit, cheap for most."""

@@ -50,10 +50,19 @@ def test_update_follows_a_new_level(factory: Callable[[], Forecaster]) -> None:
     assert forecast.mean[0] > 200
 
 
-def test_update_of_an_unfitted_or_fallen_back_model_fits_it(
-    factory: Callable[[], Forecaster],
-) -> None:
+def test_update_of_an_unfitted_model_fits_it(factory: Callable[[], Forecaster]) -> None:
     model = factory()
     assert isinstance(model, Updatable)
     forecast = model.update(Series(0.0, STEP, np.array([5.0, 6.0]))).predict(2)
     assert forecast.mean[0] == pytest.approx(6.0, abs=1.5)
+
+
+def test_a_fallen_back_model_moves_its_simpler_model_on(
+    factory: Callable[[], Forecaster],
+) -> None:
+    model = factory().fit(Series(0.0, STEP, np.array([5.0, 6.0])))
+    assert isinstance(model, Updatable)
+    newer = Series(0.0, STEP, np.array([5.0, 6.0, 7.0, 30.0]))
+    forecast = model.update(newer).predict(2)
+    assert forecast.start == newer.end
+    assert forecast.mean[0] > 20
