@@ -3,7 +3,7 @@
 One scikit-learn `HistGradientBoostingRegressor` with quantile loss per
 level (the median as the point forecast, and each level asked for at
 construction), with the horizon as a feature, so one model covers every step
-up to `max_horizon` directly instead of feeding its own forecasts back (no
+up to `horizon_` directly instead of feeding its own forecasts back (no
 compounding error).
 
 * Target: the change y[t + h] - y[t] from the origin, divided by the recent
@@ -51,7 +51,7 @@ from foreseer.predictors.holtwinters import (
     trajectory,
 )
 from foreseer.predictors.modelling import HistoryModel
-from foreseer.predictors.periods import DAY, WEEK
+from foreseer.predictors.periods import DAY, HOUR, WEEK
 from foreseer.predictors.series import FloatArray
 
 IntArray = npt.NDArray[np.int64]
@@ -136,10 +136,16 @@ def features(
     return np.column_stack(cols), scale
 
 
+def trained_horizon(step: float) -> int:
+    """Steps in an hour, at least 12 and at most 120: the autoscaling horizons that matter."""
+    return int(np.clip(np.ceil(HOUR / step), 12, 120))
+
+
 class Boosting(HistoryModel):
     """Direct multi-horizon gradient boosting on lag, seasonal and calendar features.
 
-    `quantiles` are the levels trained with quantile loss (others are served
+    `max_horizon` is the longest horizon trained, in steps (None: an hour, see
+    `trained_horizon`). `quantiles` are the levels trained with quantile loss (others are served
     from the point model's in-sample residual spread). The point forecast is
     the median model: autoscaling errors are judged in absolute terms (MAE,
     MASE), and on bursty loads the median beat the squared-error mean. Below
@@ -148,7 +154,7 @@ class Boosting(HistoryModel):
 
     name = "boosting"
     quantiles: tuple[float, ...]
-    max_horizon: int
+    max_horizon: int | None
     window: int
     rows: int
     max_iter: int
@@ -163,7 +169,9 @@ class Boosting(HistoryModel):
     regressors_: dict[float, HistGradientBoostingRegressor]
     """The fitted trees per quantile level (0.5 is the point forecast)."""
     path_: dict[float, FloatArray]
-    """Forecast from the end of the history for steps 1..max_horizon, per level."""
+    """Forecast from the end of the history for steps 1..horizon_, per level."""
+    horizon_: int
+    """The longest horizon trained, in steps."""
     residuals_: FloatArray
     """In-sample residuals of the point model, one row of as many samples per horizon step."""
 
@@ -172,7 +180,7 @@ class Boosting(HistoryModel):
         quantiles: Sequence[float] = (0.5, 0.9),
         periods: Sequence[int] | None = None,
         mask_anomalies: bool = True,
-        max_horizon: int = 12,
+        max_horizon: int | None = None,
         window: int = 4032,
         rows: int = 12000,
         max_iter: int = 60,
@@ -214,6 +222,7 @@ class Boosting(HistoryModel):
                 EWMA(history.periods),
             )
             return
+        self.horizon_ = self.max_horizon or trained_horizon(history.step)
         self.periods_ = tuple(p for p in history.periods if n >= 2 * p)[:2]
         season = next((p for p in history.periods if n >= 3 * p), 0)
         window = history.filled[-max(5 * season, 1000) :]
@@ -221,7 +230,7 @@ class Boosting(HistoryModel):
         rng = np.random.default_rng(self.random_state)
         first = max(0, n - self.window)
         origin = rng.integers(first, n - 1, size=self.rows)
-        h = rng.integers(1, self.max_horizon + 1, size=self.rows)
+        h = rng.integers(1, self.horizon_ + 1, size=self.rows)
         h[rng.random(self.rows) < ONE_STEP_SHARE] = 1
         keep = origin + h < n
         origin, h = origin[keep], h[keep]
@@ -237,10 +246,10 @@ class Boosting(HistoryModel):
                 self.regressors_[level] = self._regressor(level).fit(x, target)
             fitted = self.regressors_[0.5].predict(x)
         residuals = (target - fitted) * scale
-        per_step = [residuals[h == k] for k in range(1, self.max_horizon + 1)]
+        per_step = [residuals[h == k] for k in range(1, self.horizon_ + 1)]
         fewest = min(r.size for r in per_step)
         self.residuals_ = (
-            np.vstack([r[:fewest] for r in per_step]) if fewest else np.zeros((self.max_horizon, 1))
+            np.vstack([r[:fewest] for r in per_step]) if fewest else np.zeros((self.horizon_, 1))
         )
         self._update(history, history)
 
@@ -251,8 +260,8 @@ class Boosting(HistoryModel):
         else:
             self.state_ = advance(self.state_, history.filled[history.filled.size - added :])
         last = history.filled.size - 1
-        h = np.arange(1, self.max_horizon + 1, dtype=np.int64)
-        baseline = extrapolate(self.state_, self.max_horizon)
+        h = np.arange(1, self.horizon_ + 1, dtype=np.int64)
+        baseline = extrapolate(self.state_, self.horizon_)
         x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h, baseline)
         level = history.filled[last]
         with THREADS.limit(limits=1, user_api="openmp"):
@@ -264,8 +273,8 @@ class Boosting(HistoryModel):
         # Past the trained horizon the last trained step is held, its spread widened like a
         # random walk: the direct models know nothing further out.
         k = np.arange(1, horizon + 1)
-        idx = np.minimum(k, self.max_horizon) - 1
-        widen = np.sqrt(np.maximum(k / self.max_horizon, 1.0))
+        idx = np.minimum(k, self.horizon_) - 1
+        widen = np.sqrt(np.maximum(k / self.horizon_, 1.0))
         mean = self.path_[0.5][idx]
         offsets: dict[float, FloatArray] = {}
         for q in levels:
