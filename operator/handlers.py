@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,13 +164,23 @@ def build_registry() -> kopf.OperatorRegistry:
         runtime.memory(meta["namespace"], meta["name"]).state = None
         runtime.health.policies += 1
         try:
+            wait = await tick(runtime, body)
+            # Policies created together, or resumed together after a restart, would tick in
+            # lockstep, in bursts of queries and writes; a per-policy phase (from its uid,
+            # so stable) spreads them over the interval.
+            await stopped.wait(wait * (1 + phase(meta.get("uid", ""))))
             while not stopped:
-                interval = await tick(runtime, body)
-                await stopped.wait(interval)
+                wait = await tick(runtime, body)
+                await stopped.wait(wait)
         finally:
             runtime.health.policies -= 1
 
     return registry
+
+
+def phase(uid: str) -> float:
+    """A stable fraction in [0, 1) per policy."""
+    return (zlib.crc32(uid.encode()) % 1000) / 1000
 
 
 def parse_spec(raw: Mapping[str, Any]) -> ScalingPolicySpec | str:
