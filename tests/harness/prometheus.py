@@ -59,6 +59,10 @@ class PrometheusMissingError(RuntimeError):
     """prometheus or promtool is not installed."""
 
 
+class _PortTakenError(RuntimeError):
+    """Another process bound the port between picking it and Prometheus binding it."""
+
+
 def binaries() -> tuple[str, str]:
     """Paths of prometheus and promtool; raises PrometheusMissingError with a hint otherwise."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
@@ -109,6 +113,7 @@ class PrometheusServer:
     tls: bool = False
     """Serve HTTPS with a fresh self-signed CA (see `ca_file`); needs the openssl CLI."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -162,9 +167,26 @@ class PrometheusServer:
         source.unlink()
 
     def start(self) -> None:
-        """Start (or restart) the server and wait until it answers /-/ready."""
+        """Start (or restart) the server and wait until it answers /-/ready.
+
+        Before the first start, a port taken in the meantime (the free port was only free
+        when it was picked) is replaced by another; a restart keeps its port, and its URL.
+        """
         if self.running:
             return
+        for _ in range(3):
+            try:
+                self._launch()
+            except _PortTakenError:
+                if self._started:
+                    raise
+                self.port = free_port()
+            else:
+                self._started = True
+                return
+        raise RuntimeError(f"no free port for prometheus; see {self.log_path}")
+
+    def _launch(self) -> None:
         prometheus, _ = binaries()
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump({
@@ -185,8 +207,10 @@ class PrometheusServer:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._process.returncode}; "
-                                   f"see {self.log_path}:\n{self._log_tail()}")
+                tail = self._log_tail()
+                error = _PortTakenError if "address already in use" in tail else RuntimeError
+                raise error(f"prometheus exited with {self._process.returncode}; "
+                            f"see {self.log_path}:\n{tail}")
             if self._ready():
                 return
             time.sleep(0.1)

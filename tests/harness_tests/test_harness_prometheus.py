@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import time
 import urllib.error
 from collections.abc import Callable
@@ -109,3 +110,15 @@ async def test_a_load_of_none_is_an_empty_result_and_nan_is_a_nan_sample(
 
 async def _equals(value: object, expected: float) -> bool:
     return await value == expected  # type: ignore[misc]
+
+
+def test_a_port_taken_before_the_first_start_is_replaced_by_a_free_one(
+        prometheus_factory: Factory) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        server = prometheus_factory()
+        server.port = blocker.getsockname()[1]
+        server.start()
+        assert server.port != blocker.getsockname()[1]
+        assert server.query("vector(1)")[0]["value"][1] == "1"
