@@ -164,13 +164,11 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
                 await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, 2))
                 workload = Workload(name, namespace, daily(i), lambda: 2)
                 exporter.workloads.append(workload)
-                texts.append(
-                    openmetrics(
-                        "workload_load",
-                        {"app": name, "namespace": namespace},
-                        workload.history(now - HISTORY_SECONDS, now, HISTORY_STEP),
-                    )
-                )
+                # The labels the live scrape adds too, so that past and present are one series.
+                labels = {"app": name, "namespace": namespace, "job": "exporter",
+                          "instance": exporter.target}
+                texts.append(openmetrics("workload_load", labels, workload.history(
+                    now - HISTORY_SECONDS, now, HISTORY_STEP)))
             prometheus = PrometheusServer(workdir / "prometheus", [exporter.target], "15s")
             await asyncio.to_thread(prometheus.backfill, *texts)
             await asyncio.to_thread(prometheus.start)
