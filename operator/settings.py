@@ -206,6 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 action=argparse.BooleanOptionalAction, help=f"{help_text} [{env}]")
         else:
             parser.add_argument(f"--{flag}", dest=f"{group}__{name}", default=None,
+                                metavar=flag.rsplit("-", 1)[-1].upper(),
                                 help=f"{help_text} [{env}]")
 
 
