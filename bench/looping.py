@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     document = {
         "settings": {
-            "traces": str(args.traces),
+            "traces": _shown(Path(args.traces)),
             "retrain": args.retrain if retrain is None else format_duration(retrain),
             "quantile": args.quantile,
             "p99_replicas": comparison.scenario.p99_replicas,
@@ -279,6 +279,15 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(document["summary"], indent=2))
     print(f"wrote {out} and {markdown} in {elapsed:.0f}s")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it lies inside it, so results do not name
+    the machine they ran on."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def _fmt(value: float | None, spec: str) -> str:
