@@ -49,10 +49,12 @@ class CalibrationSettings:
     """Once live, how far a miss (or a hit) moves that level's target for its horizon
     step (adaptive conformal inference, Gibbs & Candès 2021): a run of misses raises
     the level the offsets are taken at until coverage is back on target. 0: off."""
-    halflife: float | None = 86400.0
-    """Seconds after which an origin's misses count half as much (None: all alike).
-    Load changes regime (a calmer week, a new level); recent misses say more about
-    the next hour than those of four days ago (weighted, non-exchangeable conformal)."""
+    halflife: float | None = 24.0
+    """Backtest strides (24 hours at 5-minute steps) after which an origin's misses count
+    half as much (None: all alike). Load changes regime (a calmer week, a new level):
+    recent misses say more about the next hour than older ones (weighted,
+    non-exchangeable conformal). In strides, not seconds, so a coarse series keeps
+    enough weighted origins for a steady quantile."""
 
     def __post_init__(self) -> None:
         validate_quantiles(self.levels)
@@ -296,7 +298,10 @@ class Calibrated:
 
     def _offsets(self) -> Offsets:
         s = self.settings
-        weights = self.ledger_.weights(s.halflife)
+        halflife = (
+            None if s.halflife is None else s.halflife * s.backtest.stride * self.ledger_.step
+        )
+        weights = self.ledger_.weights(halflife)
         backtest = self.ledger_.as_backtest()
         return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, weights, self.shift_)
 
