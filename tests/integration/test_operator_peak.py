@@ -1,7 +1,7 @@
 """Scaling ahead of a peak: with a week of history of a daily-periodic load, the operator has
 the replicas a peak needs ready when it arrives; the reactive mode scales only once it is there.
 
-Time is compressed so the scenario runs in about two minutes: a "day" lasts 20 minutes,
+Time is compressed so the scenario runs in about four minutes: a "day" lasts 20 minutes,
 sampled every 5 seconds, so seven days of history are 1680 points, backfilled into a real
 Prometheus that then scrapes the live exporter continuing the same curve.
 """
@@ -36,12 +36,14 @@ pytestmark = pytest.mark.integration
 DAY = 1200.0
 """The compressed day, in seconds."""
 STEP = 5.0
-BASE, PEAK, RAMP, PLATEAU = 100.0, 400.0, 30.0, 120.0
+# A two-minute rise to a five-minute plateau: 20s before the plateau the load needs 7
+# replicas, at the plateau 8.
+BASE, PEAK, RAMP, PLATEAU = 100.0, 400.0, 120.0, 300.0
 TARGET = 50.0
 NEEDED = math.ceil(PEAK / TARGET)  # 8 replicas at the peak, 2 at the base
 READY_AFTER = 20.0
 """Seconds a new pod takes to become Ready: the lead time the operator must measure."""
-LEAD_IN = 100.0
+LEAD_IN = 200.0
 """Seconds from the start of the test to the next peak: start-up, the first fit, some ticks."""
 
 
@@ -109,7 +111,7 @@ async def test_the_operator_scales_up_ahead_of_a_daily_peak_and_reactive_only_af
             forecast = status(stack.emulator, "auto", "web").get("forecast") or {}
             return bool(forecast.get("trusted"))
 
-        await until(trusted, timeout=LEAD_IN - READY_AFTER - 10,
+        await until(trusted, timeout=LEAD_IN - RAMP - READY_AFTER,
                     what="a trusted forecast before the peak")
         await until(lambda: reactive.at(loop.time()) >= NEEDED, timeout=LEAD_IN + 30,
                     what="the reactive policy reaching the peak's replicas")
