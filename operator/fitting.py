@@ -253,15 +253,16 @@ class LiveError:
             self.errors.popleft()
 
     def mase(self, minimum: int = 5) -> float | None:
-        """The live MASE, or None with fewer than ``minimum`` scored forecasts."""
+        """The live MASE; None with fewer than ``minimum`` scored forecasts, or while the
+        load has not moved."""
         if len(self.errors) < minimum:
             return None
         model = sum(e for e, _ in self.errors)
         naive = sum(n for _, n in self.errors)
         if naive <= 0:
-            # The load did not move at all: a perfect forecast is only as good as naive (1.0),
-            # any error is infinitely worse.
-            return 1.0 if model <= 0 else float("inf")
+            # The load did not move at all: that is no evidence either way for a perfect
+            # forecast (unknown, so not trusted), and any error is infinitely worse.
+            return None if model <= 0 else float("inf")
         return model / naive
 
     def reset(self) -> None:
