@@ -210,7 +210,10 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
     targets = {m.name: m.target_per_replica for m in spec.metrics}
     reactive = {n: hpa_replicas(v, targets[n], current, tolerance) for n, v in loads.items()}
     usable = {n: f for n, f in forecasts.items() if n in loads and _usable(f)}
-    predictive = {n: _replicas(f.value, targets[n]) for n, f in usable.items()}
+    # The forecast gets the same tolerance band as the current value: without it a
+    # forecast that wobbles around the current capacity moves replicas on every tick.
+    predictive = {n: hpa_replicas(f.value, targets[n], current, tolerance)
+                  for n, f in usable.items()}
     trusted = () if spec.mode is Mode.REACTIVE else tuple(
         n for n in predictive if _is_trusted(usable[n], max_ratio))
     floor = max(reactive.values(), default=None)

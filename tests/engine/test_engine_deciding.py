@@ -157,6 +157,16 @@ def test_a_trusted_forecast_raises_capacity_before_the_load_arrives() -> None:
     assert condition(loop, ConditionType.FORECAST_TRUSTED) == ("True", "ForecastTrusted")
 
 
+def test_a_forecast_within_the_tolerance_of_current_capacity_moves_nothing() -> None:
+    # 10 replicas carry 1000; forecasts of 1050 and 960 are within the 0.1 tolerance.
+    loop = Loop(policy(), replicas=10)
+    for value in (1050.0, 960.0, 1050.0):
+        decision = loop.step(1000.0, {"rps": forecast(value)})
+        assert decision.predictive == 10
+        assert loop.replicas == 10
+    assert loop.step(1000.0, {"rps": forecast(1150.0)}).predictive == 12
+
+
 def test_an_untrusted_forecast_is_ignored() -> None:
     loop = Loop(policy(guards={"forecastTrust": {"maxErrorRatio": 0.8}}), replicas=5)
     decision = loop.step(500, {"rps": forecast(900, mase=0.9)})
