@@ -253,9 +253,10 @@ def run(args: argparse.Namespace) -> int:
     tradeoff = []
     swept_names = {p.stem for p in swept_paths}
     for q in sorted({*sweep, default}) if sweep else ():
-        swept = [{"name": n, "policies": s} for n, qq, s, _ in results
-                 if n in swept_names and (qq == q or (q == default and qq == args.quantile))]
-        tradeoff.append({"quantile": q, "series": sorted(e["name"] for e in swept),
+        picked = [(n, s) for n, qq, s, _ in results
+                  if n in swept_names and (qq == q or (q == default and qq == args.quantile))]
+        swept = [{"name": n, "policies": s} for n, s in picked]
+        tradeoff.append({"quantile": q, "series": sorted(n for n, _ in picked),
                          "summary": summarize(swept)})
     elapsed = time.perf_counter() - started
     document = {
