@@ -99,16 +99,7 @@ def extend(previous: History, series: Series, mask_anomalies: bool = True) -> Hi
         context = 2 * previous.periods[0] if previous.periods else CONTEXT
         stretch = raw[max(0, known - context) :]
         flags[known:] = flag_anomalies(stretch, previous.periods)[stretch.size - (n - known) :]
-    clean = np.where(flags, np.nan, raw)
-    return History(
-        start=series.start,
-        step=series.step,
-        raw=raw,
-        clean=clean,
-        filled=interpolate_gaps(clean),
-        anomalies=flags,
-        periods=previous.periods,
-    )
+    return _masked(series, raw, flags, previous.periods)
 
 
 def prepare(
@@ -120,6 +111,13 @@ def prepare(
     raw = checked_values(series)
     found = detect_periods(raw, series.step) if periods is None else tuple(periods)
     flags = flag_anomalies(raw, found) if mask_anomalies else np.zeros(raw.size, dtype=bool)
+    return _masked(series, raw, flags, found)
+
+
+def _masked(
+    series: Series, raw: FloatArray, flags: BoolArray, periods: tuple[int, ...]
+) -> History:
+    """The History of `raw` with the flagged points masked out and the gaps filled."""
     clean = np.where(flags, np.nan, raw)
     return History(
         start=series.start,
@@ -128,5 +126,5 @@ def prepare(
         clean=clean,
         filled=interpolate_gaps(clean),
         anomalies=flags,
-        periods=found,
+        periods=periods,
     )
