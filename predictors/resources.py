@@ -17,7 +17,6 @@ from typing import Self
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import HuberRegressor
 
 from foreseer.predictors.series import FloatArray
 
@@ -85,6 +84,10 @@ class LearnedCapacity:
         if np.ptp(x) <= _EPSILON * max(1.0, float(np.max(np.abs(x)))):
             self.fallback_ = "load per replica never varied, so capacity cannot be separated"
             return self
+        # Imported here: the decision engine imports this module for replicas_for, and
+        # scikit-learn would add seconds and ~100 MB to every process that decides.
+        from sklearn.linear_model import HuberRegressor
+
         huber = HuberRegressor(epsilon=s.epsilon).fit(x[:, None], u)
         self.baseline_ = float(huber.intercept_)
         self.slope_ = float(huber.coef_[0])
