@@ -48,9 +48,7 @@ lint: $(STAMP)
 # mirrors the installed package layout.
 LAYOUT := build/layout
 layout: $(STAMP)
-	@mkdir -p $(LAYOUT)/foreseer
-	@for p in operator predictors simulator bench; do ln -sfn ../../../$$p $(LAYOUT)/foreseer/$$p; done
-	@for f in __init__.py __main__.py cli.py; do ln -sfn ../../../foreseer/$$f $(LAYOUT)/foreseer/$$f; done
+	@$(PY) hack/layout.py . $(LAYOUT)
 
 typecheck: layout
 	cd $(LAYOUT) && MYPYPATH=. ../../$(BIN)/mypy --config-file ../../pyproject.toml -p foreseer
