@@ -15,6 +15,8 @@ autocorrelation function, which a spike or a trend cannot fake:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from foreseer.predictors.gaps import interpolate_gaps
@@ -154,7 +156,10 @@ def detect_periods(
             elif period * min_spectral_cycles > n:
                 continue
             else:
-                width = max(1, period // 20)
+                # A periodogram bin spans periods n/(k + 1/2) to n/(k - 1/2): about period²/2n
+                # each side, far more than 5% when few cycles fit (5.4 days of a daily
+                # load peak at bin 5, 264 steps for 240).
+                width = max(1, period // 20, math.ceil(period * period / (2 * n)))
                 lo, hi = max(2, period - width), min(max_period, period + width)
                 top = lo + int(np.argmax(acf_for(period)[lo : hi + 1]))
                 if top in (lo, hi):

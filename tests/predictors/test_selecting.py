@@ -135,3 +135,15 @@ def test_update_moves_the_origin_but_keeps_the_choice():
     assert model.predict(3).start == series.end
     assert model.selected_ == "mean48"
     assert model.calibrated_.ledger_.times[-1] == 2000 * 300.0
+
+
+def test_a_short_plateau_repeating_every_240_steps_is_forecast_not_flattened():
+    # Seven cycles of a 30-step plateau every 240 steps, ending 40 steps before the next one.
+    # The backtest's oldest origins see 4.4 cycles, where period detection once missed the
+    # season, so every candidate forgot it and the winner forecast a flat line.
+    t = np.arange(7 * 240) + 200
+    load = np.where(t % 240 < 30, 400.0, 100.0)
+    model = AutoForecaster(horizon=60).fit(Series(0.0, 5.0, load))
+    mean = model.predict(60, (0.5, 0.9)).mean
+    np.testing.assert_allclose(mean[:40], 100.0, atol=20.0)
+    np.testing.assert_allclose(mean[40:60], 400.0, atol=40.0)
