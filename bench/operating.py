@@ -275,12 +275,9 @@ def _policy(i: int, interval: float) -> dict[str, Any]:
 
 
 def _ticked(emulator: Any, count: int) -> bool:
-    done = sum(
-        1
-        for body in emulator.list_objects(POLICIES)
-        if (body.get("status") or {}).get("recommendation")
-    )
-    return done >= count
+    done = emulator.count_objects(
+        POLICIES, lambda body: bool((body.get("status") or {}).get("recommendation")))
+    return bool(done >= count)
 
 
 async def _wait_for(condition: Any, timeout: float, what: str) -> None:

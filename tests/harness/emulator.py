@@ -169,6 +169,11 @@ class Emulator(kmock.KubernetesEmulator):
     _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
     _schemas: dict[kmock.resource, Body] = attrs.field(factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    # The current body of every live object, by resource: kmock's store keeps each object's
+    # whole version history behind views that are slow to walk, and a list or watch would
+    # otherwise scan every object of every resource (thousands of Events in a benchmark).
+    _live: dict[kmock.resource, dict[tuple[str | None, str], Body]] = attrs.field(
+        factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -273,8 +278,14 @@ class Emulator(kmock.KubernetesEmulator):
                      namespace: str | None = None) -> list[Body]:
         """Current bodies of a resource (all namespaces when `namespace` is None)."""
         resource = kmock.resource(resource)
-        return [copy.deepcopy(body) for (res, ns, _), body in self._current()
-                if res == resource and (namespace is None or ns == namespace)]
+        return [copy.deepcopy(body) for (ns, _), body in self._current(resource)
+                if namespace is None or ns == namespace]
+
+    def count_objects(self, resource: kmock.resource | str,
+                      where: Callable[[Body], bool] = lambda _: True) -> int:
+        """How many current objects of a resource satisfy `where` (no copies: cheap to poll;
+        `where` must not change the body)."""
+        return sum(1 for _, body in self._current(kmock.resource(resource)) if where(body))
 
     def subscribe(self, resource: kmock.resource | str) -> asyncio.Queue[Body | None]:
         """A queue of watch events ({"type", "object"}) of a resource, for in-process code."""
@@ -524,6 +535,7 @@ class Emulator(kmock.KubernetesEmulator):
             self._objects[key].create(body)
         else:
             self._objects[key] = body
+        self._live.setdefault(resource, {})[namespace, body["metadata"]["name"]] = body
         self._publish(resource, "ADDED", body)
         return body
 
@@ -551,6 +563,7 @@ class Emulator(kmock.KubernetesEmulator):
         meta["resourceVersion"] = self._next_version()
         obj = self._objects[resource, meta.get("namespace"), meta["name"]]
         obj.history.append(proposed)
+        self._live[resource][meta.get("namespace"), meta["name"]] = proposed
         if len(obj.history) > self.history_limit:
             del obj.history[: len(obj.history) - self.history_limit]
         self._publish(resource, "MODIFIED", proposed)
@@ -561,6 +574,7 @@ class Emulator(kmock.KubernetesEmulator):
         gone = copy.deepcopy(last)
         gone["metadata"]["resourceVersion"] = self._next_version()
         self._objects[resource, namespace, name].delete()
+        del self._live[resource][namespace, name]
         self._publish(resource, "DELETED", gone)
         return gone
 
@@ -577,12 +591,12 @@ class Emulator(kmock.KubernetesEmulator):
         return str(self._revision)
 
     def _objects_get(self, key: Key) -> Body | None:
-        if key not in self._objects or self._objects[key].deleted:
-            return None
-        return self._objects[key].raw
+        resource, namespace, name = key
+        return self._live.get(resource, {}).get((namespace, name))
 
-    def _current(self) -> list[tuple[Key, Body]]:
-        return [(key, obj.raw) for key, obj in self._objects.items() if not obj.deleted]
+    def _current(self, resource: kmock.resource) -> list[tuple[tuple[str | None, str], Body]]:
+        """((namespace, name), body) of every live object of `resource`."""
+        return list(self._live.get(resource, {}).items())
 
     def _require(self, resource: kmock.resource, namespace: str | None, name: str) -> Body:
         if not self.resources[resource].namespaced:
@@ -648,8 +662,8 @@ class Emulator(kmock.KubernetesEmulator):
     def _list(self, resource: kmock.resource, namespace: str | None,
               params: Mapping[str, str]) -> Body:
         accepts = _selector_filter(params)
-        items = [body for (res, ns, _), body in self._current()
-                 if res == resource and (namespace is None or ns == namespace) and accepts(body)]
+        items = [body for (ns, _), body in self._current(resource)
+                 if (namespace is None or ns == namespace) and accepts(body)]
         info = self.resources[resource]
         return {"apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
                 "kind": f"{info.kind}List", "metadata": {"resourceVersion": str(self._revision)},
@@ -669,8 +683,8 @@ class Emulator(kmock.KubernetesEmulator):
         async with self._lock:
             backlog: list[Body] = []
             if since == "0" or initial:
-                backlog = [{"type": "ADDED", "object": body} for (res, _, _), body
-                           in self._current() if res == resource and watcher.wants(body)]
+                backlog = [{"type": "ADDED", "object": body} for _, body
+                           in self._current(resource) if watcher.wants(body)]
                 if initial:
                     backlog.append({"type": "BOOKMARK", "object": {"metadata": {
                         "resourceVersion": str(self._revision),
