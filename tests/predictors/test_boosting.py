@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from foreseer.predictors.boosting import Boosting
+from foreseer.predictors.boosting import Boosting, seasonal_lags
 from foreseer.predictors.series import Series
 
 
@@ -48,3 +48,10 @@ def test_beyond_the_trained_horizon_the_spread_keeps_widening() -> None:
     band = forecast.quantile(0.9) - forecast.mean
     assert forecast.horizon == 48
     assert band[47] > band[11]
+
+
+def test_the_hour_and_the_day_are_seasonal_lags_even_when_not_detected() -> None:
+    assert seasonal_lags((), 300.0, 4000) == (12, 288)
+    assert seasonal_lags((288, 2016), 300.0, 8000) == (288, 2016, 12)
+    assert seasonal_lags((), 300.0, 400) == (12,)
+    assert seasonal_lags((), 420.0, 4000) == ()
