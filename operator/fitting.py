@@ -4,18 +4,21 @@ the lead time that ``horizon: auto`` uses.
 
 Fitting runs in a process pool (scikit-learn fits hold the GIL); a tick never waits
 for a fit: it uses the model it has, or none (cold start, so Auto acts as Reactive)
-until the first fit lands.
+until the first fit lands. Forecasting from a fitted model (conditioning it on the newest
+history, then predicting) takes milliseconds of numpy, so it runs in one thread beside the
+event loop, and the model is conditioned only when its history has changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +38,10 @@ Key = tuple[str, str, str]
 
 # Before any replica was seen becoming ready, assume this lead time for `horizon: auto`.
 DEFAULT_LEAD_SECONDS = 60.0
+# While a target's replicas stay put and all its pods are ready, its pods are listed again
+# only this often: no new readiness to measure, and 1000 policies would otherwise list pods
+# 33 times a second.
+LEAD_RELIST_SECONDS = 300.0
 # A drifting model is refitted at most this often: a load no model predicts well must not
 # keep a fitting worker busy with one policy.
 MIN_REFIT_SECONDS = 300.0
@@ -111,6 +118,10 @@ class Fitter:
         self._on_fitted = on_fitted
         self._models: OrderedDict[Key, Fitted] = OrderedDict()
         self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
+        # One thread: a model is conditioned in place, so two threads must never share one.
+        self._forecasting = ThreadPoolExecutor(1, "forecasting")
+        self._conditioned: dict[Key, tuple[Forecaster, bytes]] = {}
+        """The model and the digest of the history it was last conditioned on, per key."""
 
     def warm_up(self) -> None:
         """Start the workers now (spawning and importing scikit-learn takes seconds)."""
@@ -181,6 +192,22 @@ class Fitter:
 
         future.add_done_callback(landed)
 
+    async def forecast(self, key: Key, fitted: Fitted, history: Series, steps: int,
+                       quantile: float) -> tuple[float, float, str] | None:
+        """`predict` off the event loop; the model is conditioned on ``history`` only when
+        that history differs from the one it saw last (with a 1m step and a 30s interval,
+        every other tick sees the same points)."""
+        model = fitted.model
+        digest = _digest(history)
+        seen = self._conditioned.get(key)
+        fresh = seen is None or seen[0] is not model or seen[1] != digest
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._forecasting, predict, model, history, steps, quantile, fresh)
+        if fresh and result is not None and key in self._models:  # not forgotten meanwhile
+            self._conditioned[key] = (model, digest)
+        return result
+
     async def wait(self, key: Key) -> None:
         """Until the pending fit of ``key`` lands (for tests and benchmarks)."""
         future = self._pending.get(key)
@@ -192,12 +219,14 @@ class Fitter:
         self._models.move_to_end(key)
         while len(self._models) > self.settings.max_models:
             evicted, _ = self._models.popitem(last=False)
+            self._conditioned.pop(evicted, None)
             logger.info("evicted the model of %s/%s metric %s (LRU is full)", *evicted)
 
     def forget(self, namespace: str, policy: str) -> None:
         """Drop the models and pending fits of a deleted policy."""
         for key in [k for k in (*self._models, *self._pending) if k[:2] == (namespace, policy)]:
             self._models.pop(key, None)
+            self._conditioned.pop(key, None)
             pending = self._pending.pop(key, None)
             if pending is not None:
                 pending.cancel()
@@ -214,6 +243,7 @@ class Fitter:
             future.cancel()
         self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._forecasting.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -272,18 +302,18 @@ class LiveError:
 
 
 def predict(
-    model: Forecaster, history: Series, steps: int, quantile: float
+    model: Forecaster, history: Series, steps: int, quantile: float, condition: bool = True
 ) -> tuple[float, float, str] | None:
     """(quantile value to provision for, point forecast at the horizon, model name).
 
-    The model is first conditioned on the newest history (cheap, no refit), so its
-    forecast starts now and not where the last fit ended. The quantile value is the
+    With ``condition``, the model is first conditioned on the newest history (no refit),
+    so its forecast starts now and not where the last fit ended. The quantile value is the
     maximum over the horizon: replicas asked for now must cover the whole lead time.
     None when the model cannot forecast from this history.
     """
     try:
         update = getattr(model, "update", None)
-        if update is not None:
+        if condition and update is not None:
             update(history)
         forecast = model.predict(steps, quantiles=(quantile,))
     except ValueError as exc:
@@ -293,6 +323,12 @@ def predict(
     if not np.isfinite(upper).any():
         return None
     return float(np.nanmax(upper)), float(forecast.mean[-1]), forecast.model
+
+
+def _digest(history: Series) -> bytes:
+    """A fingerprint of a history: its grid and every value (NaN included)."""
+    grid = np.array([history.start, history.step])
+    return hashlib.blake2b(grid.tobytes() + history.values.tobytes(), digest_size=16).digest()
 
 
 def prior_error(model: Forecaster, steps: int) -> float | None:
@@ -329,14 +365,23 @@ def readiness_seconds(pods: Iterable[Mapping[str, Any]]) -> list[float]:
     samples = []
     for pod in pods:
         created = _timestamp(pod.get("metadata", {}).get("creationTimestamp"))
-        conditions = pod.get("status", {}).get("conditions") or []
-        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        ready = _ready_condition(pod)
         if created is None or not ready or ready.get("status") != "True":
             continue
         became_ready = _timestamp(ready.get("lastTransitionTime"))
         if became_ready is not None and became_ready >= created:
             samples.append(became_ready - created)
     return samples
+
+
+def _ready_condition(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Ready"), None)
+
+
+def _is_ready(pod: Mapping[str, Any]) -> bool:
+    ready = _ready_condition(pod)
+    return ready is not None and ready.get("status") == "True"
 
 
 @dataclass
@@ -347,8 +392,23 @@ class LeadTime:
     """Recent readiness durations, in seconds."""
     seen: set[str] = field(default_factory=set)
     """Pods already sampled (by uid), so one pod counts once."""
+    listed: tuple[tuple[int, int], float, bool] | None = None
+    """At the last listing: the target's (asked, created) replicas, when, and whether
+    a pod was still becoming ready."""
 
-    def observe(self, pods: Sequence[Mapping[str, Any]]) -> None:
+    def due(self, replicas: tuple[int, int], now: float) -> bool:
+        """Whether the pods are worth listing: never listed, the target's replicas moved,
+        a pod was still becoming ready, or the last look is `LEAD_RELIST_SECONDS` old."""
+        if self.listed is None:
+            return True
+        before, at, waiting = self.listed
+        return waiting or before != replicas or now - at >= LEAD_RELIST_SECONDS
+
+    def observe(self, pods: Sequence[Mapping[str, Any]], replicas: tuple[int, int],
+                now: float) -> None:
+        """Sample the pods that became ready; ``replicas`` and ``now`` are the target's
+        (asked, created) replicas and the time of the listing, for `due`."""
+        waiting = False
         for pod in pods:
             uid = pod.get("metadata", {}).get("uid") or pod.get("metadata", {}).get("name")
             if not uid or uid in self.seen:
@@ -357,6 +417,9 @@ class LeadTime:
             if sample:
                 self.seen.add(uid)
                 self.samples.append(sample[0])
+            elif not _is_ready(pod):
+                waiting = True
+        self.listed = (replicas, now, waiting)
         # Bound the uid set too: only pods still around can be seen again.
         if len(self.seen) > 1000:
             self.seen = {

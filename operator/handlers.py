@@ -10,6 +10,7 @@ history and metric series are dropped.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import os
@@ -72,6 +73,9 @@ class PolicyMemory:
     """Measured replica readiness, for ``horizon: auto``."""
     state: ScalingPolicyStatus | None = None
     """The status written last; the daemon's live view may lag behind our own writes."""
+    spec: tuple[dict[str, Any], ScalingPolicySpec | str] | None = None
+    """The raw spec seen last and what it parsed to (validating it every tick costs more
+    than comparing it)."""
 
 
 @dataclass
@@ -278,7 +282,11 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
-    parsed = parse_spec(dict(body.get("spec", {})))
+    memory = runtime.memory(namespace, name)
+    raw = dict(body.get("spec", {}))
+    if memory.spec is None or memory.spec[0] != raw:
+        memory.spec = (copy.deepcopy(raw), parse_spec(raw))
+    parsed = memory.spec[1]
     if not isinstance(parsed, ScalingPolicySpec):
         return INVALID_RECHECK_SECONDS  # check_spec reported it; wait for an edit
     spec = parsed
@@ -316,10 +324,12 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
 
     now = runtime.clock()
     metrics, histories = await read_metrics(runtime, namespace, name, spec, now)
-    if spec.forecast.horizon == "auto":
-        memory.lead.observe(await runtime.cluster.list_pods(namespace, scale.selector))
+    replicas = (scale.replicas, scale.status_replicas)
+    if spec.forecast.horizon == "auto" and memory.lead.due(replicas, now):
+        memory.lead.observe(await runtime.cluster.list_pods(namespace, scale.selector),
+                            replicas, now)
         runtime.telemetry.lead_time.labels(namespace, name).set(memory.lead.seconds())
-    forecasts = forecast_all(runtime, namespace, name, spec, histories, memory, now)
+    forecasts = await forecast_all(runtime, namespace, name, spec, histories, memory, now)
 
     observation = Observation(current_replicas=scale.replicas, metrics=metrics,
                               generation=generation, scale_error=None)
@@ -392,9 +402,9 @@ async def read_metrics(
     return metrics, histories
 
 
-def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
-                 histories: Mapping[str, Series], memory: PolicyMemory,
-                 now: float) -> dict[str, ForecastInput]:
+async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
+                       histories: Mapping[str, Series], memory: PolicyMemory,
+                       now: float) -> dict[str, ForecastInput]:
     """Each metric's forecast from its fitted model; fits start in the pool as needed.
 
     A metric without a fitted model yet has no forecast (cold start: decide() acts
@@ -430,7 +440,8 @@ def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolic
         # Step k of a forecast is at history.end + k * step; the newest point lags now by up
         # to a step and a scrape, so count the horizon from now, not from the newest point.
         steps = max(1, math.ceil((now + horizon - history.end) / step) + 1)
-        forecast = fitting.predict(fitted.model, history, steps, spec.forecast.quantile)
+        forecast = await runtime.fitter.forecast(key, fitted, history, steps,
+                                                 spec.forecast.quantile)
         if forecast is None:
             continue
         value, point, model = forecast

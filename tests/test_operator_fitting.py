@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from foreseer.operator.fitting import (
+    LEAD_RELIST_SECONDS,
     Fitter,
     LeadTime,
     LiveError,
@@ -74,11 +75,25 @@ def test_readiness_counts_only_ready_pods_from_creation() -> None:
 
 def test_auto_horizon_is_the_lead_time_plus_one_interval() -> None:
     lead = LeadTime()
-    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")])
-    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")])  # counted once
+    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")], (1, 1), 0.0)
+    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")], (1, 1), 30.0)
     assert list(lead.samples) == [90.0]
     assert horizon_seconds("auto", 30.0, lead) == 120.0
     assert horizon_seconds("5m", 30.0, lead) == 300.0
+
+
+def test_pods_are_listed_again_when_replicas_move_or_a_pod_is_not_ready_yet() -> None:
+    lead = LeadTime()
+    assert lead.due((2, 2), now=0.0)  # never looked
+    lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:00:40Z")], (2, 2), 0.0)
+    assert not lead.due((2, 2), now=30.0)  # nothing new to measure
+    assert lead.due((3, 2), now=30.0)  # asked for one more
+    lead.observe([pod("b", "2026-01-01T00:10:00Z", None)], (3, 3), 30.0)
+    assert lead.due((3, 3), now=60.0)  # b is still becoming ready
+    lead.observe([pod("b", "2026-01-01T00:10:00Z", "2026-01-01T00:10:50Z")], (3, 3), 60.0)
+    assert not lead.due((3, 3), now=90.0)
+    assert lead.due((3, 3), now=60.0 + LEAD_RELIST_SECONDS)  # a periodic look all the same
+    assert list(lead.samples) == [40.0, 50.0]
 
 
 def fit_or_die(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
