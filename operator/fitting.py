@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import multiprocessing
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,9 @@ LEAD_RELIST_SECONDS = 300.0
 MIN_REFIT_SECONDS = 300.0
 # Live error above this many times the trust threshold triggers a refit.
 DRIFT_FACTOR = 1.0
+# Fitting is background work: a worker at this niceness leaves the CPU to the event loop
+# whenever a tick needs it, so a busy pool does not make ticks late.
+FIT_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,17 @@ def import_models() -> None:
     import foreseer.predictors.selecting  # noqa: F401
 
 
+def lower_priority() -> None:
+    """Runs first in every fitting worker."""
+    os.nice(FIT_NICENESS)
+
+
 def default_executor(settings: FittingSettings) -> Executor:
-    """A process pool that spawns (never forks the operator's threads and event loop)."""
+    """A process pool that spawns (never forks the operator's threads and event loop), of
+    workers at a lower CPU priority than the loop."""
     return ProcessPoolExecutor(
-        max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn")
+        max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=lower_priority,
     )
 
 

