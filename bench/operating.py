@@ -7,11 +7,15 @@ own process, so its CPU and memory are measured apart from the emulator's:
 
 - ``cpu_seconds_per_tick``: CPU seconds of the operator's main process per interval in
   which every policy ticks once (the target is < 30: one core at a 30s interval);
+  ``fit_cpu_seconds_per_tick`` is its fitting workers' CPU over the same intervals;
 - ``tick_p99_ms`` and ``decide_p99_ms``: from the operator's own latency histograms on
   /metrics, over the measured interval (linear interpolation inside a bucket, as
   PromQL's histogram_quantile);
 - ``fit_seconds_p50``: the median model fit (in the fitting pool) over the run;
-- ``rss_mb``: resident memory of the operator and its fitting workers at the end.
+- ``rss_mb``: resident memory of the operator and its fitting workers at the end (summed,
+  so pages they share count twice); ``operator_rss_mb`` is the main process alone;
+- ``forecasting``: policies with a forecast at the end (a fitted model): 1000 first fits
+  take about 1000 x the fit time on one worker, far longer than the run.
 
 The harness lives in tests/, so run it with ``PYTHONPATH=tests`` (the Makefile does).
 """
@@ -54,6 +58,13 @@ class Run:
     decide_p99_ms: float
     fit_seconds_p50: float | None
     rss_mb: float
+    operator_rss_mb: float
+    """The main process alone (its models and histories, but not the fitting workers)."""
+    tick_p50_ms: float
+    fit_cpu_seconds_per_tick: float
+    """CPU of the fitting workers per interval (a fit takes seconds; it runs at low priority)."""
+    forecasting: int
+    """Policies with a forecast (a fitted model) at the end of the run."""
     ticks: int
     """Policy ticks seen in the measured window (about policies x measured intervals)."""
     fits: int
@@ -132,21 +143,25 @@ def markdown(report: Mapping[str, Any]) -> str:
         "`make bench-operator`: N policies against the realistic emulator and a real Prometheus; "
         "the operator runs as `foreseer run` and is measured from outside (CPU and RSS from "
         "/proc, latencies from its own histograms). CPU s/tick is the operator's main-process "
-        "CPU per interval; ticks/policy is how many of the expected ticks per interval completed.",
+        "CPU per interval, fit CPU its fitting workers'; ticks/policy is how many of the "
+        "expected ticks per interval completed; forecasting is how many policies had a fitted "
+        "model at the end; RSS sums the operator and its workers (main: the operator alone).",
         "",
         "Targets: 1000 policies within one core (cpu s/tick < interval), RSS < 500 MB, "
         "decide() p99 < 5 ms.",
         "",
-        "| policies | CPU s/tick | ticks/policy | tick p99 ms | decide p99 ms | fit s p50 "
-        "| RSS MB | fits |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policies | CPU s/tick | fit CPU s/tick | ticks/policy | tick p50 ms | tick p99 ms "
+        "| decide p99 ms | fit s p50 | fits | forecasting | RSS MB | main RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["runs"]:
         fit = "-" if r["fit_seconds_p50"] is None else f"{r['fit_seconds_p50']:.2f}"
         done = r["ticks"] / (r["policies"] * intervals)
-        lines.append(f"| {r['policies']} | {r['cpu_seconds_per_tick']:.2f} | {done:.2f} | "
-                     f"{r['tick_p99_ms']:.1f} | {r['decide_p99_ms']:.2f} | {fit} | "
-                     f"{r['rss_mb']:.0f} | {r['fits']} |")
+        lines.append(f"| {r['policies']} | {r['cpu_seconds_per_tick']:.2f} | "
+                     f"{r['fit_cpu_seconds_per_tick']:.2f} | {done:.2f} | "
+                     f"{r['tick_p50_ms']:.1f} | {r['tick_p99_ms']:.1f} | "
+                     f"{r['decide_p99_ms']:.2f} | {fit} | {r['fits']} | {r['forecasting']} | "
+                     f"{r['rss_mb']:.0f} | {r['operator_rss_mb']:.0f} |")
     lines += ["", f"Elapsed: {report['elapsed_seconds']}s.", ""]
     return "\n".join(lines)
 
@@ -214,12 +229,14 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
                 )
                 await asyncio.sleep(interval)  # one more interval to settle the first ticks
                 before, cpu_before = await _scrape(metrics_url), _cpu_seconds(operator.pid)
+                workers_before = _workers_cpu_seconds(operator.pid)
                 harness_before = time.process_time()
                 window = intervals * interval
                 await asyncio.sleep(window)
                 after, cpu_after = await _scrape(metrics_url), _cpu_seconds(operator.pid)
+                workers_cpu = _workers_cpu_seconds(operator.pid) - workers_before
                 harness_cpu = time.process_time() - harness_before
-                rss = _rss_mb(operator.pid)
+                rss, operator_rss = _rss_mb(operator.pid), _rss_mb(operator.pid, children=False)
             finally:
                 operator.send_signal(signal.SIGTERM)
                 try:
@@ -245,6 +262,13 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
             round(_quantile(_buckets(after, "foreseer_fit_seconds"), 0.5), 3) if fits else None
         ),
         rss_mb=round(rss, 1),
+        operator_rss_mb=round(operator_rss, 1),
+        tick_p50_ms=round(
+            1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.5), 2
+        ),
+        fit_cpu_seconds_per_tick=round(workers_cpu / intervals, 3),
+        forecasting=len({(dict(labels)["namespace"], dict(labels)["policy"])
+                         for (name, labels) in after if name == "foreseer_forecast_value"}),
         ticks=ticks,
         fits=fits,
         harness_cpu_seconds_per_tick=round(harness_cpu / intervals, 3),
@@ -366,10 +390,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of the operator and every process under it."""
+def _workers_cpu_seconds(pid: int) -> float:
+    """CPU seconds of every process under the operator (its fitting workers)."""
+    return sum(_cpu_seconds(child) for child in _pids(pid) if child != pid)
+
+
+def _rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of the operator and (with ``children``) every process under it."""
     total_kb = 0
-    for each in _pids(pid):
+    for each in _pids(pid) if children else [pid]:
         for line in Path(f"/proc/{each}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total_kb += int(line.split()[1])
