@@ -48,6 +48,9 @@ LEAD_RELIST_SECONDS = 300.0
 MIN_REFIT_SECONDS = 300.0
 # Live error above this many times the trust threshold triggers a refit.
 DRIFT_FACTOR = 1.0
+# A key refused a first fit keeps refits waiting for this long after it last asked (a policy
+# deleted or edited meanwhile must not hold refits back for ever).
+FIRST_FIT_PRIORITY_SECONDS = 600.0
 # Fitting is background work: a worker at this niceness leaves the CPU to the event loop
 # whenever a tick needs it, so a busy pool does not make ticks late.
 FIT_NICENESS = 10
@@ -129,6 +132,8 @@ class Fitter:
         self._on_fitted = on_fitted
         self._models: OrderedDict[Key, Fitted] = OrderedDict()
         self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
+        self._waiting: dict[Key, float] = {}
+        """Keys refused a first fit (the pool was busy), with when they last asked."""
         # One thread: a model is conditioned in place, so two threads must never share one.
         self._forecasting = ThreadPoolExecutor(1, "forecasting")
         self._conditioned: dict[Key, tuple[Forecaster, bytes]] = {}
@@ -167,13 +172,29 @@ class Fitter:
             return "live forecast error drifted"
         return None
 
-    def submit(self, key: Key, series: Series, recipe: Recipe, now: Callable[[], float]) -> None:
-        """Start fitting ``key`` in the pool unless it already is; returns at once.
+    def submit(self, key: Key, series: Series, recipe: Recipe, now: Callable[[], float],
+               *, first: bool = False) -> bool:
+        """Start fitting ``key`` in the pool unless it already is; returns at once, True when
+        a fit of ``key`` is under way.
 
-        ``now`` is read when the fit lands, so the model's age counts from then.
+        At most one fit more than there are workers is in flight: a fit starts on the
+        history of the tick that asks for it, not on one that waited minutes in a queue of
+        a thousand (and the queue does not hold a thousand histories). The caller asks again
+        on its next tick. A ``first`` fit (the key has no usable model) goes before refits:
+        while one was refused, refits are refused too. ``now`` is read when the fit lands,
+        so the model's age counts from then.
         """
         if key in self._pending:
-            return
+            return True
+        asked = time.monotonic()
+        self._waiting = {k: t for k, t in self._waiting.items()
+                         if asked - t < FIRST_FIT_PRIORITY_SECONDS}
+        busy = len(self._pending) > self.settings.workers
+        if busy or (not first and self._waiting):
+            if first:
+                self._waiting[key] = asked
+            return False
+        self._waiting.pop(key, None)
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(self._executor, self._fit, series, recipe)
@@ -202,6 +223,7 @@ class Fitter:
                 self._on_fitted(seconds)
 
         future.add_done_callback(landed)
+        return True
 
     async def forecast(self, key: Key, fitted: Fitted, history: Series, steps: int,
                        quantile: float) -> tuple[float, float, str] | None:
@@ -235,9 +257,11 @@ class Fitter:
 
     def forget(self, namespace: str, policy: str) -> None:
         """Drop the models and pending fits of a deleted policy."""
-        for key in [k for k in (*self._models, *self._pending) if k[:2] == (namespace, policy)]:
+        for key in [k for k in (*self._models, *self._pending, *self._waiting)
+                    if k[:2] == (namespace, policy)]:
             self._models.pop(key, None)
             self._conditioned.pop(key, None)
+            self._waiting.pop(key, None)
             pending = self._pending.pop(key, None)
             if pending is not None:
                 pending.cancel()

@@ -426,15 +426,16 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
         errors = memory.errors.setdefault(metric_name, LiveError())
         errors.score(history)
         live = errors.mase()
+        fitted = runtime.fitter.get(key)
+        usable = fitted is not None and fitted.recipe == recipe
         reason = runtime.fitter.needs_fit(key, recipe, now, retrain,
                                           fitting.drifting(live, max_ratio))
-        if reason is not None and history.observed() > 0:
+        if reason is not None and history.observed() > 0 and runtime.fitter.submit(
+                key, history, recipe, runtime.clock, first=not usable):
             logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, reason)
-            if reason != "no model yet":
+            if fitted is not None:  # a refit: the old model's errors say nothing of the new
                 errors.reset()
-            runtime.fitter.submit(key, history, recipe, runtime.clock)
-        fitted = runtime.fitter.get(key)
-        if fitted is None or fitted.recipe != recipe:
+        if fitted is None or not usable:
             runtime.telemetry.observe_metric(namespace, name, metric_name, None, live)
             continue
         # Step k of a forecast is at history.end + k * step; the newest point lags now by up

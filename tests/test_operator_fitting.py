@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -116,6 +117,37 @@ async def test_a_dead_fitting_worker_is_replaced_and_fitting_goes_on() -> None:
         fitter.submit(("ns", "p", "lives"), history(), RECIPE, time.time)
         await fitter.wait(("ns", "p", "lives"))
         assert ("ns", "p", "lives") in fitter
+    finally:
+        fitter.shutdown()
+
+
+async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_before_refits(
+) -> None:
+    gate = threading.Event()
+
+    def held_fit(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
+        gate.wait(timeout=30)
+        return fit_forecaster(series, recipe)
+
+    fitter = Fitter(FittingSettings(workers=1), pool=lambda s: ThreadPoolExecutor(s.workers),
+                    fit=held_fit)
+    try:
+        a, b, c, d = (("ns", p, "load") for p in "abcd")
+        assert fitter.submit(a, history(), RECIPE, time.time, first=True)
+        assert fitter.submit(b, history(), RECIPE, time.time, first=True)  # one queued
+        assert not fitter.submit(c, history(), RECIPE, time.time, first=True)  # asks again
+        gate.set()
+        await fitter.wait(a)
+        await fitter.wait(b)
+        # c still has no model: a refit of a must wait for it
+        assert not fitter.submit(a, history(), RECIPE, time.time)
+        assert fitter.submit(c, history(), RECIPE, time.time, first=True)
+        assert fitter.submit(d, history(), RECIPE, time.time, first=True)
+        await fitter.wait(c)
+        await fitter.wait(d)
+        assert fitter.submit(a, history(), RECIPE, time.time)
+        await fitter.wait(a)
+        assert all(key in fitter for key in (a, b, c, d))
     finally:
         fitter.shutdown()
 
