@@ -84,11 +84,11 @@ def test_the_wrapped_prototype_is_never_fitted_itself():
     assert prototype.fits == 0
 
 
-def test_equal_weights_give_the_classic_conformal_rank():
+def test_equal_weights_give_the_empirical_quantile_of_the_misses():
     errors = np.arange(1.0, 21.0)[:, None]
     result = Backtest(np.arange(20), errors, np.zeros((20, 1)), {0.9: np.zeros((20, 1))})
-    # ceil((20 + 1) * 0.9) = 19th smallest
-    assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 19.0
+    # 0.9 * 20 = 18: the 18th smallest, the shift with the least pinball loss on them
+    assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 18.0
 
 
 def test_recent_origins_weigh_more_than_old_ones():
@@ -97,3 +97,12 @@ def test_recent_origins_weigh_more_than_old_ones():
     weights = np.r_[np.full(30, 0.01), np.ones(30)]
     assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 10.0
     assert conformal_offsets(result, (0.9,), weights=weights).at(0.9, 1)[0] == 0.0
+
+
+def test_a_run_of_misses_moves_the_target_level_no_further_than_the_limit():
+    calm, rough = noisy_series(1500, seed=3, sigma=1.0), noisy_series(600, seed=4, sigma=20.0)
+    series = Series(0.0, 300.0, np.r_[calm.values, rough.values])
+    model = Calibrated(LastMean(k=12), SETTINGS).fit(series.window(0, 1500 * 300))
+    unseen_coverage(model, series, 1500, 0.9)
+    assert model.shift_.max() == pytest.approx(SETTINGS.adapt_limit)
+    assert np.abs(model.shift_).max() <= SETTINGS.adapt_limit
