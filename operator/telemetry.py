@@ -34,7 +34,7 @@ TICK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # The *_created series (a start time per histogram and counter child) would add a series per
 # policy and metric that no dashboard or rule uses.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
 class Telemetry:
