@@ -187,12 +187,15 @@ class Fitter:
         if key in self._pending:
             return True
         asked = time.monotonic()
-        self._waiting = {k: t for k, t in self._waiting.items()
-                         if asked - t < FIRST_FIT_PRIORITY_SECONDS}
-        busy = len(self._pending) > self.settings.workers
-        if busy or (not first and self._waiting):
+        if len(self._pending) > self.settings.workers:
             if first:
                 self._waiting[key] = asked
+            return False
+        # A worker is (nearly) free: forget the keys that stopped asking, then let a first
+        # fit have it before any refit.
+        self._waiting = {k: t for k, t in self._waiting.items()
+                         if asked - t < FIRST_FIT_PRIORITY_SECONDS}
+        if not first and self._waiting:
             return False
         self._waiting.pop(key, None)
         loop = asyncio.get_running_loop()
