@@ -67,6 +67,10 @@ class Run:
     """Policies with a forecast (a fitted model) at the end of the run."""
     ticks: int
     """Policy ticks seen in the measured window (about policies x measured intervals)."""
+    ticks_per_policy_interval: float
+    """Ticks per policy and interval, over the window as it really elapsed between the two
+    scrapes (a little longer than the intervals asked for): 1.0 when every policy ticks
+    once per interval."""
     fits: int
     """Model fits that finished during the run."""
     harness_cpu_seconds_per_tick: float
@@ -136,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    intervals = report.get("intervals_measured", 1)
     lines = [
         f"# Operator benchmark (interval {report['interval_seconds']:g}s)",
         "",
@@ -156,7 +159,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]
     for r in report["runs"]:
         fit = "-" if r["fit_seconds_p50"] is None else f"{r['fit_seconds_p50']:.2f}"
-        done = r["ticks"] / (r["policies"] * intervals)
+        done = r["ticks_per_policy_interval"]
         lines.append(f"| {r['policies']} | {r['cpu_seconds_per_tick']:.2f} | "
                      f"{r['fit_cpu_seconds_per_tick']:.2f} | {done:.2f} | "
                      f"{r['tick_p50_ms']:.1f} | {r['tick_p99_ms']:.1f} | "
@@ -228,11 +231,12 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
                     f"{count} policies' first ticks",
                 )
                 await asyncio.sleep(interval)  # one more interval to settle the first ticks
+                started = time.monotonic()
                 before, cpu_before = await _scrape(metrics_url), _cpu_seconds(operator.pid)
                 workers_before = _workers_cpu_seconds(operator.pid)
                 harness_before = time.process_time()
-                window = intervals * interval
-                await asyncio.sleep(window)
+                await asyncio.sleep(intervals * interval)
+                elapsed = (time.monotonic() - started) / interval  # intervals, really
                 after, cpu_after = await _scrape(metrics_url), _cpu_seconds(operator.pid)
                 workers_cpu = _workers_cpu_seconds(operator.pid) - workers_before
                 harness_cpu = time.process_time() - harness_before
@@ -251,7 +255,7 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
     fits = int(_count(after, "foreseer_fit_seconds"))
     return Run(
         policies=count,
-        cpu_seconds_per_tick=round((cpu_after - cpu_before) / intervals, 3),
+        cpu_seconds_per_tick=round((cpu_after - cpu_before) / elapsed, 3),
         tick_p99_ms=round(
             1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.99), 2
         ),
@@ -266,12 +270,13 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
         tick_p50_ms=round(
             1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.5), 2
         ),
-        fit_cpu_seconds_per_tick=round(workers_cpu / intervals, 3),
+        fit_cpu_seconds_per_tick=round(workers_cpu / elapsed, 3),
         forecasting=len({(dict(labels)["namespace"], dict(labels)["policy"])
                          for (name, labels) in after if name == "foreseer_forecast_value"}),
         ticks=ticks,
+        ticks_per_policy_interval=round(ticks / (count * elapsed), 3),
         fits=fits,
-        harness_cpu_seconds_per_tick=round(harness_cpu / intervals, 3),
+        harness_cpu_seconds_per_tick=round(harness_cpu / elapsed, 3),
     )
 
 

@@ -37,7 +37,7 @@ def test_the_table_says_how_many_ticks_completed_and_how_many_policies_forecast(
     run = {"policies": 10, "cpu_seconds_per_tick": 0.2, "fit_cpu_seconds_per_tick": 1.5,
            "tick_p50_ms": 50.0, "tick_p99_ms": 200.0, "decide_p99_ms": 0.5,
            "fit_seconds_p50": None, "fits": 0, "forecasting": 0, "rss_mb": 380.0,
-           "operator_rss_mb": 190.0, "ticks": 15}
+           "operator_rss_mb": 190.0, "ticks": 15, "ticks_per_policy_interval": 0.5}
     table = markdown({"interval_seconds": 30.0, "intervals_measured": 3, "runs": [run],
                       "elapsed_seconds": 60.0})
     assert "| 10 | 0.20 | 1.50 | 0.50 | 50.0 | 200.0 | 0.50 | - | 0 | 0 | 380 | 190 |" in table
