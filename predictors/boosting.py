@@ -17,10 +17,11 @@ and it balanced the q0.9 pinball loss across horizons in the traces.
   the same stretch one and several seasons ago (for the detected periods and
   for the hour and the day), and the target's time of day. Neither the absolute
   level nor the day of week: with two weeks of history the trees overfit them.
-* Speed: training uses a bounded recent window and a random sample of
+* Speed and size: training uses a bounded recent window and a random sample of
   (origin, horizon) pairs, few shallow trees on one thread, and the forecast
   path from the end of the history is computed once per fit or update, so
-  `predict` only slices.
+  `predict` only slices. The fitted trees are kept as `Trees` (numpy arrays),
+  so a process that only moves models on and predicts never loads scikit-learn.
 
 Anomalous points are left out as targets (their rows are dropped) and are
 interpolated in the features.
@@ -28,16 +29,12 @@ interpolated in the features.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import HistGradientBoostingRegressor
-
-# threadpoolctl comes with scikit-learn. The trees are small, and on a busy two-core node
-# OpenMP's spinning worker threads made a fit ten times slower than one thread: use one.
-# One controller, made once: building one scans the loaded libraries (~15 ms).
-from threadpoolctl import ThreadpoolController
 
 from foreseer.predictors.ewma import EWMA
 from foreseer.predictors.histories import History
@@ -56,9 +53,13 @@ from foreseer.predictors.holtwinters import (
 from foreseer.predictors.modelling import HistoryModel
 from foreseer.predictors.periods import DAY, HOUR
 from foreseer.predictors.series import FloatArray
+from foreseer.predictors.trees import Trees
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import ThreadpoolController
 
 IntArray = npt.NDArray[np.int64]
-THREADS = ThreadpoolController()
 LAGS = (1, 2, 3, 6, 12)
 MEANS = (3, 6, 12, 36, 144)
 SCALE_WINDOW = 288
@@ -152,6 +153,21 @@ def seasonal_lags(detected: Sequence[int], step: float, points: int) -> tuple[in
     return tuple(p for p in lags if points >= 2 * p)
 
 
+@functools.cache
+def fitting_threads() -> ThreadpoolController:
+    """One controller of the OpenMP threads scikit-learn trains with, made once.
+
+    The trees are small, and on a busy two-core node OpenMP's spinning worker threads
+    made a fit ten times slower than one thread. Made after scikit-learn is loaded (a
+    controller sees the libraries loaded when it is built), once: building one scans
+    them (~15 ms).
+    """
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the controller must see
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def trained_horizon(step: float) -> int:
     """Steps in an hour, at least 12 and at most 120: the autoscaling horizons that matter."""
     return int(np.clip(np.ceil(HOUR / step), 12, 120))
@@ -182,9 +198,11 @@ class Boosting(HistoryModel):
     """Holt-Winters parameters whose forecast from every origin is a feature."""
     state_: Smoothed
     """That Holt-Winters recursion's state at the end of the history."""
-    regressors_: dict[float, HistGradientBoostingRegressor]
+    regressors_: dict[float, Trees]
     """The fitted trees per quantile level: 0.5 is the point forecast, and every other
-    level's trees learn the quantile of that forecast's error (not of the load itself)."""
+    level's trees learn the quantile of that forecast's error (not of the load itself).
+    Kept as `Trees`, not as scikit-learn regressors: a sixth of the memory, and
+    predicting needs numpy only."""
     path_: dict[float, FloatArray]
     """Forecast from the end of the history for steps 1..horizon_, per level."""
     horizon_: int
@@ -214,6 +232,9 @@ class Boosting(HistoryModel):
         self.random_state = random_state
 
     def _regressor(self, quantile: float) -> HistGradientBoostingRegressor:
+        # Imported here: a process that only predicts (the operator) never loads scikit-learn.
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         common = {
             "max_iter": self.max_iter,
             "learning_rate": 0.1,
@@ -258,12 +279,13 @@ class Boosting(HistoryModel):
         self.state_ = path.final
         x, scale = self._features(history, origin, h, path.forecast(origin, h))
         target = (history.clean[origin + h] - history.filled[origin]) / scale
-        self.regressors_ = {}
-        with THREADS.limit(limits=1, user_api="openmp"):
-            self.regressors_[0.5] = self._regressor(0.5).fit(x, target)
-            fitted = self.regressors_[0.5].predict(x)
+        with fitting_threads().limit(limits=1, user_api="openmp"):
+            point = self._regressor(0.5).fit(x, target)
+            fitted = point.predict(x)
+            self.regressors_ = {0.5: Trees.of(point)}
             for level in sorted(set(self.quantiles) - {0.5}):
-                self.regressors_[level] = self._regressor(level).fit(x, target - fitted)
+                trees = Trees.of(self._regressor(level).fit(x, target - fitted))
+                self.regressors_[level] = trees
         residuals = (target - fitted) * scale
         per_step = [residuals[h == k] for k in range(1, self.horizon_ + 1)]
         fewest = min(r.size for r in per_step)
@@ -283,12 +305,11 @@ class Boosting(HistoryModel):
         baseline = extrapolate(self.state_, self.horizon_)
         x, scale = self._features(history, np.full(h.size, last, dtype=np.int64), h, baseline)
         level = history.filled[last]
-        with THREADS.limit(limits=1, user_api="openmp"):
-            median = level + self.regressors_[0.5].predict(x) * scale
-            self.path_ = {
-                q: median + (r.predict(x) * scale if q != 0.5 else 0.0)
-                for q, r in self.regressors_.items()
-            }
+        median = level + self.regressors_[0.5].predict(x) * scale
+        self.path_ = {
+            q: median + (r.predict(x) * scale if q != 0.5 else 0.0)
+            for q, r in self.regressors_.items()
+        }
 
     def _forecast(
         self, horizon: int, levels: tuple[float, ...]
