@@ -14,8 +14,12 @@ own process, so its CPU and memory are measured apart from the emulator's:
 - ``fit_seconds_p50``: the median model fit (in the fitting pool) over the run;
 - ``rss_mb``: resident memory of the operator and its fitting workers at the end (summed,
   so pages they share count twice); ``operator_rss_mb`` is the main process alone;
-- ``forecasting``: policies with a forecast at the end (a fitted model): 1000 first fits
-  take about 1000 x the fit time on one worker, far longer than the run.
+  ``pss_mb`` the same sum with each shared page split between the processes sharing it
+  (what the pod's memory really holds);
+- ``forecasting``: policies with a forecast (a fitted model) at the end. Before measuring,
+  the run waits until every policy forecasts (or ``--fit-deadline`` passes): memory with
+  a model per policy is the steady state, and 1000 first fits take about 1000 x the fit
+  time on one worker (``warmup_seconds``).
 
 The harness lives in tests/, so run it with ``PYTHONPATH=tests`` (the Makefile does).
 """
@@ -76,6 +80,10 @@ class Run:
     harness_cpu_seconds_per_tick: float
     """CPU of the benchmark process itself (emulator and exporter) per interval: when it
     nears the interval, the harness, not the operator, limits how many ticks complete."""
+    pss_mb: float
+    """Proportional memory of the operator and its workers: shared pages counted once."""
+    warmup_seconds: float
+    """From the first ticks until every policy forecast (or the fit deadline passed)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=3,
         help="intervals measured per count, after one of warm-up",
+    )
+    parser.add_argument(
+        "--fit-deadline",
+        type=float,
+        default=3600.0,
+        help="most seconds to wait for every policy's first model before measuring",
     )
     parser.add_argument(
         "--fit-workers",
@@ -124,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     runs = []
     for count in tqdm(counts, disable=not sys.stderr.isatty(), unit="run"):
-        runs.append(asyncio.run(measure(count, args.interval, args.intervals, args.fit_workers)))
+        runs.append(asyncio.run(
+            measure(count, args.interval, args.intervals, args.fit_workers, args.fit_deadline)
+        ))
         print(json.dumps(asdict(runs[-1])), file=sys.stderr)
     report = {
         "interval_seconds": args.interval,
@@ -148,14 +164,17 @@ def markdown(report: Mapping[str, Any]) -> str:
         "/proc, latencies from its own histograms). CPU s/tick is the operator's main-process "
         "CPU per interval, fit CPU its fitting workers'; ticks/policy is how many of the "
         "expected ticks per interval completed; forecasting is how many policies had a fitted "
-        "model at the end; RSS sums the operator and its workers (main: the operator alone).",
+        "model (measured once every policy had one, or the fit deadline passed); RSS sums the "
+        "operator and its workers (main: the operator alone), PSS the same with shared pages "
+        "counted once.",
         "",
         "Targets: 1000 policies within one core (cpu s/tick < interval), RSS < 500 MB, "
         "decide() p99 < 5 ms.",
         "",
         "| policies | CPU s/tick | fit CPU s/tick | ticks/policy | tick p50 ms | tick p99 ms "
-        "| decide p99 ms | fit s p50 | fits | forecasting | RSS MB | main RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decide p99 ms | fit s p50 | fits | forecasting | RSS MB | main RSS MB | PSS MB "
+        "| warm-up s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["runs"]:
         fit = "-" if r["fit_seconds_p50"] is None else f"{r['fit_seconds_p50']:.2f}"
@@ -164,7 +183,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{r['fit_cpu_seconds_per_tick']:.2f} | {done:.2f} | "
                      f"{r['tick_p50_ms']:.1f} | {r['tick_p99_ms']:.1f} | "
                      f"{r['decide_p99_ms']:.2f} | {fit} | {r['fits']} | {r['forecasting']} | "
-                     f"{r['rss_mb']:.0f} | {r['operator_rss_mb']:.0f} |")
+                     f"{r['rss_mb']:.0f} | {r['operator_rss_mb']:.0f} | {r['pss_mb']:.0f} | "
+                     f"{r['warmup_seconds']:.0f} |")
     lines += ["", f"Elapsed: {report['elapsed_seconds']}s.", ""]
     return "\n".join(lines)
 
@@ -176,7 +196,9 @@ def daily(index: int) -> Any:
     return lambda t: base + 0.6 * base * math.cos(2 * math.pi * (t - phase) / 86400.0)
 
 
-async def measure(count: int, interval: float, intervals: int, fit_workers: int) -> Run:
+async def measure(
+    count: int, interval: float, intervals: int, fit_workers: int, fit_deadline: float
+) -> Run:
     from harness.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
     from harness.exporter import Exporter, Workload
     from harness.prometheus import PrometheusServer, free_port, openmetrics
@@ -230,6 +252,9 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
                     10 * interval + 120,
                     f"{count} policies' first ticks",
                 )
+                warming = time.monotonic()
+                await _wait_forecasting(metrics_url, count, fit_deadline, interval)
+                warmup = time.monotonic() - warming
                 await asyncio.sleep(interval)  # one more interval to settle the first ticks
                 started = time.monotonic()
                 before, cpu_before = await _scrape(metrics_url), _cpu_seconds(operator.pid)
@@ -241,6 +266,7 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
                 workers_cpu = _workers_cpu_seconds(operator.pid) - workers_before
                 harness_cpu = time.process_time() - harness_before
                 rss, operator_rss = _rss_mb(operator.pid), _rss_mb(operator.pid, children=False)
+                pss = _pss_mb(operator.pid)
             finally:
                 operator.send_signal(signal.SIGTERM)
                 try:
@@ -271,12 +297,13 @@ async def measure(count: int, interval: float, intervals: int, fit_workers: int)
             1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.5), 2
         ),
         fit_cpu_seconds_per_tick=round(workers_cpu / elapsed, 3),
-        forecasting=len({(dict(labels)["namespace"], dict(labels)["policy"])
-                         for (name, labels) in after if name == "foreseer_forecast_value"}),
+        forecasting=_forecasting(after),
         ticks=ticks,
         ticks_per_policy_interval=round(ticks / (count * elapsed), 3),
         fits=fits,
         harness_cpu_seconds_per_tick=round(harness_cpu / elapsed, 3),
+        pss_mb=round(pss, 1),
+        warmup_seconds=round(warmup, 1),
     )
 
 
@@ -315,6 +342,24 @@ async def _wait_for(condition: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
         await asyncio.sleep(0.5)
+
+
+def _forecasting(samples: Samples) -> int:
+    """Policies with a forecast value on /metrics: those holding a fitted model."""
+    return len({(dict(labels)["namespace"], dict(labels)["policy"])
+                for (name, labels) in samples if name == "foreseer_forecast_value"})
+
+
+async def _wait_forecasting(url: str, count: int, deadline: float, every: float) -> None:
+    """Until every policy forecasts, or ``deadline`` seconds (then measure what there is)."""
+    end = time.monotonic() + deadline
+    with tqdm(total=count, disable=not sys.stderr.isatty(), unit="model", leave=False) as bar:
+        while True:
+            forecasting = _forecasting(await _scrape(url))
+            bar.update(forecasting - bar.n)
+            if forecasting >= count or time.monotonic() > end:
+                return
+            await asyncio.sleep(every)
 
 
 async def _wait_healthy(url: str, deadline: float) -> None:
@@ -398,6 +443,16 @@ def _cpu_seconds(pid: int) -> float:
 def _workers_cpu_seconds(pid: int) -> float:
     """CPU seconds of every process under the operator (its fitting workers)."""
     return sum(_cpu_seconds(child) for child in _pids(pid) if child != pid)
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size of the operator and every process under it."""
+    total_kb = 0
+    for each in _pids(pid):
+        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
 
 
 def _rss_mb(pid: int, children: bool = True) -> float:

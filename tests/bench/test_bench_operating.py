@@ -1,8 +1,17 @@
 """The operator benchmark's arithmetic: quantiles from scraped histograms, and its table."""
 
 import math
+import os
 
-from foreseer.bench.operating import _buckets, _delta, _quantile, markdown
+from foreseer.bench.operating import (
+    _buckets,
+    _delta,
+    _forecasting,
+    _pss_mb,
+    _quantile,
+    _rss_mb,
+    markdown,
+)
 
 
 def scrape(histogram: str, policies: dict[str, dict[str, float]]) -> dict:
@@ -37,7 +46,24 @@ def test_the_table_says_how_many_ticks_completed_and_how_many_policies_forecast(
     run = {"policies": 10, "cpu_seconds_per_tick": 0.2, "fit_cpu_seconds_per_tick": 1.5,
            "tick_p50_ms": 50.0, "tick_p99_ms": 200.0, "decide_p99_ms": 0.5,
            "fit_seconds_p50": None, "fits": 0, "forecasting": 0, "rss_mb": 380.0,
-           "operator_rss_mb": 190.0, "ticks": 15, "ticks_per_policy_interval": 0.5}
+           "operator_rss_mb": 190.0, "pss_mb": 300.0, "warmup_seconds": 42.0, "ticks": 15,
+           "ticks_per_policy_interval": 0.5}
     table = markdown({"interval_seconds": 30.0, "intervals_measured": 3, "runs": [run],
                       "elapsed_seconds": 60.0})
-    assert "| 10 | 0.20 | 1.50 | 0.50 | 50.0 | 200.0 | 0.50 | - | 0 | 0 | 380 | 190 |" in table
+    assert ("| 10 | 0.20 | 1.50 | 0.50 | 50.0 | 200.0 | 0.50 | - | 0 | 0 | 380 | 190 | 300 | 42 |"
+            in table)
+
+
+def test_proportional_memory_counts_shared_pages_once_so_it_is_at_most_resident_memory() -> None:
+    own = os.getpid()
+    assert 0 < _pss_mb(own) <= _rss_mb(own, children=False)
+
+
+def test_a_policy_forecasts_when_it_has_a_forecast_value_whatever_its_other_series() -> None:
+    samples = {
+        ("foreseer_forecast_value", (("metric", "load"), ("namespace", "a"), ("policy", "p"))): 1.0,
+        ("foreseer_forecast_value", (("metric", "rps"), ("namespace", "a"), ("policy", "p"))): 2.0,
+        ("foreseer_forecast_value", (("metric", "load"), ("namespace", "b"), ("policy", "p"))): 3.0,
+        ("foreseer_replicas", (("namespace", "c"), ("policy", "q"))): 4.0,
+    }
+    assert _forecasting(samples) == 2
