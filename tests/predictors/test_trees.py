@@ -86,11 +86,11 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "scipy")))
 """
 
 
-def test_a_fitted_boosting_model_moves_on_and_predicts_without_loading_scikit_learn(
+def test_a_fitted_boosting_model_moves_on_and_predicts_without_loading_scikit_learn_or_scipy(
     tmp_path: Path,
 ) -> None:
     # The operator unpickles fitted models from its fitting processes: scikit-learn and
-    # scipy.stats would cost it about 110 MB, so its process must never import them.
+    # scipy would cost it over 100 MB, so its process must never import them.
     t = np.arange(3 * 1440)
     values = 200 + 80 * np.sin(2 * np.pi * t / 1440) + np.random.default_rng(0).normal(size=t.size)
     model = Boosting().fit(Series(1_700_006_400.0, 60.0, values))
@@ -106,6 +106,4 @@ def test_a_fitted_boosting_model_moves_on_and_predicts_without_loading_scikit_le
     )
 
     assert done.returncode == 0, done.stderr
-    loaded = done.stdout.strip()
-    assert "sklearn" not in loaded
-    assert "scipy.stats" not in loaded
+    assert done.stdout.strip() == "[]"
