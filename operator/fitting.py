@@ -12,6 +12,7 @@ event loop, and the model is conditioned only when its history has changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -85,11 +86,18 @@ class Fitted:
 def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
     """Fit an AutoForecaster on ``series``; runs in a pool worker. Returns (model, seconds)."""
     # Imported here: the worker process pays for scikit-learn, the event loop's process need not.
-    from foreseer.predictors.selecting import AutoForecaster
+    from foreseer.predictors.selecting import AutoForecaster, SelectionSettings
 
+    # Calibrate only the quantile the policy provisions for (the loop never asks for
+    # another): the same forecast at that level, and each model the operator holds keeps
+    # one level of past forecasts instead of six (74 KB of them at the default horizon).
+    defaults = SelectionSettings()
+    settings = dataclasses.replace(
+        defaults, calibration=dataclasses.replace(defaults.calibration, levels=(recipe.quantile,))
+    )
     started = time.perf_counter()
-    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models).fit(series)
-    return model, time.perf_counter() - started
+    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models, settings=settings)
+    return model.fit(series), time.perf_counter() - started
 
 
 FitFn = Callable[[Series, Recipe], tuple[Forecaster, float]]

@@ -181,3 +181,14 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
         assert len(fitter) == 0
     finally:
         fitter.shutdown()
+
+
+def test_a_fitted_model_calibrates_only_the_quantile_its_policy_provisions_for() -> None:
+    recipe = Recipe(models=("naive", "ewma"), quantile=0.95, step=60.0)
+    model, _ = fit_forecaster(history(n=600), recipe)
+
+    calibrated = model.calibrated_  # type: ignore[attr-defined]
+    assert calibrated.offsets_.levels == (0.95,)
+    assert set(calibrated.ledger_.quantiles) == {0.95}
+    upper = model.predict(12, (0.95,)).quantile(0.95)
+    assert np.all(np.isfinite(upper))
