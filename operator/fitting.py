@@ -17,6 +17,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -109,9 +110,16 @@ def import_models() -> None:
     import foreseer.predictors.selecting  # noqa: F401
 
 
-def lower_priority() -> None:
-    """Runs first in every fitting worker."""
+def prepare_worker() -> None:
+    """Runs first in every fitting worker: a lower CPU priority, and no pandas.
+
+    The worker only fits on numpy arrays. scikit-learn imports pandas when it is
+    installed (prometheus-api-client installs it), only to recognise pandas inputs; a
+    module set to None in ``sys.modules`` fails to import, which scikit-learn takes as
+    pandas not being installed: the worker holds 30 MB less.
+    """
     os.nice(FIT_NICENESS)
+    sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
 
 
 def default_executor(settings: FittingSettings) -> Executor:
@@ -119,7 +127,7 @@ def default_executor(settings: FittingSettings) -> Executor:
     workers at a lower CPU priority than the loop."""
     return ProcessPoolExecutor(
         max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=lower_priority,
+        initializer=prepare_worker,
     )
 
 

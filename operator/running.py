@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
+import os
 import sys
 import threading
 
@@ -18,6 +20,15 @@ from foreseer.operator import handlers, settings, telemetry
 from foreseer.operator.settings import LoggingSettings, Settings
 
 logger = logging.getLogger(__name__)
+
+MALLOC_ARENAS = 2
+"""glibc malloc arenas the operator's threads share (unless ``MALLOC_ARENA_MAX`` says
+otherwise). glibc gives each thread that allocates while another does its own arena, up
+to eight per core, and memory freed in one arena serves only that arena: the operator's
+thread pools (Prometheus queries, Kubernetes calls, forecasting, /metrics) spread 1000
+policies' histories and models over about ten arenas holding some 190 MB."""
+M_ARENA_MAX = -8
+"""mallopt's parameter number for the arena limit (glibc's malloc.h)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"foreseer run: {exc}", file=sys.stderr)
         return 2
     configure_logging(loaded.logging)
+    limit_malloc_arenas(MALLOC_ARENAS)
     # Kopf installs its own SIGINT/SIGTERM handlers and stops gracefully on them.
     try:
         asyncio.run(operate(loaded))
@@ -38,6 +50,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"foreseer run: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas before the operator starts its threads; False when the
+    C library is not glibc or ``MALLOC_ARENA_MAX`` is set (the user's choice wins)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False  # musl and others: their allocators have no arenas to cap
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 class StartupError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from foreseer.operator.fitting import (
     LeadTime,
     LiveError,
     Recipe,
+    default_executor,
     fit_forecaster,
     horizon_seconds,
     readiness_seconds,
@@ -192,3 +194,20 @@ def test_a_fitted_model_calibrates_only_the_quantile_its_policy_provisions_for()
     assert set(calibrated.ledger_.quantiles) == {0.95}
     upper = model.predict(12, (0.95,)).quantile(0.95)
     assert np.all(np.isfinite(upper))
+
+
+def loaded_libraries() -> list[str]:
+    return sorted(name for name in ("pandas", "sklearn") if sys.modules.get(name) is not None)
+
+
+def test_a_fitting_worker_fits_boosted_trees_without_loading_pandas() -> None:
+    executor = default_executor(FittingSettings(workers=1))
+    try:
+        recipe = Recipe(models=("boosting",), quantile=0.9, step=60.0)
+        model, _ = executor.submit(fit_forecaster, history(n=1440), recipe).result(timeout=300)
+        loaded = executor.submit(loaded_libraries).result(timeout=60)
+    finally:
+        executor.shutdown()
+
+    assert loaded == ["sklearn"]
+    assert np.all(np.isfinite(model.predict(12, (0.9,)).quantile(0.9)))
