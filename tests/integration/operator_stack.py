@@ -4,7 +4,6 @@ objects, a replica recorder, and the `Stack` of emulator, exporter and Prometheu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -128,11 +127,13 @@ class ReplicaRecorder:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Record every event already published before stopping: a wait that saw a new value
+        # in the emulator's store can end before this task has read that value's watch
+        # event, and cancelling the task then lost the last change.
         self.emulator.unsubscribe(self._queue)
+        self._queue.put_nowait(None)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait_for(self._task, timeout=10)
 
     def at(self, when: float) -> int:
         """Replicas at loop time ``when``."""
