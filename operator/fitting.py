@@ -91,7 +91,7 @@ def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
 
     # Calibrate only the quantile the policy provisions for (the loop never asks for
     # another): the same forecast at that level, and each model the operator holds keeps
-    # one level of past forecasts instead of six (74 KB of them at the default horizon).
+    # one level of past forecasts instead of six (46 KB less at the default horizon).
     defaults = SelectionSettings()
     settings = dataclasses.replace(
         defaults, calibration=dataclasses.replace(defaults.calibration, levels=(recipe.quantile,))
