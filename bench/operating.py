@@ -447,19 +447,19 @@ def _workers_cpu_seconds(pid: int) -> float:
 
 def _pss_mb(pid: int) -> float:
     """Proportional set size of the operator and every process under it."""
-    total_kb = 0
-    for each in _pids(pid):
-        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
+    return _summed_mb(_pids(pid), "smaps_rollup", "Pss:")
 
 
 def _rss_mb(pid: int, children: bool = True) -> float:
     """Resident memory of the operator and (with ``children``) every process under it."""
+    return _summed_mb(_pids(pid) if children else [pid], "status", "VmRSS:")
+
+
+def _summed_mb(pids: Iterable[int], name: str, field: str) -> float:
+    """A kB ``field`` of /proc/PID/``name``, summed over ``pids``, in MB."""
     total_kb = 0
-    for each in _pids(pid) if children else [pid]:
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+    for each in pids:
+        for line in Path(f"/proc/{each}/{name}").read_text().splitlines():
+            if line.startswith(field):
                 total_kb += int(line.split()[1])
     return total_kb / 1024

@@ -289,8 +289,7 @@ class Boosting(HistoryModel):
             fitted = point.predict(x)
             self.regressors_ = {0.5: Trees.of(point)}
             for level in sorted(set(self.quantiles) - {0.5}):
-                trees = Trees.of(self._regressor(level).fit(x, target - fitted))
-                self.regressors_[level] = trees
+                self.regressors_[level] = Trees.of(self._regressor(level).fit(x, target - fitted))
         residuals = (target - fitted) * scale
         per_step = [residuals[h == k] for k in range(1, self.horizon_ + 1)]
         # The training rows are in random order, so the first ones are a random sample.
