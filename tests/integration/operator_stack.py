@@ -16,6 +16,7 @@ from foreseer.operator.specs import GROUP, PLURAL, VERSION
 from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
 from harness.exporter import Exporter, Workload
 from harness.prometheus import PrometheusServer
+from harness.waiting import until
 from harness.workloads import ready_replicas
 
 POLICIES = kmock.resource(GROUP, VERSION, PLURAL)
@@ -99,6 +100,22 @@ def events(emulator: Emulator, namespace: str, name: str) -> list[dict[str, Any]
     """Events about the policy ``name``."""
     return [e for e in emulator.list_objects(EVENTS, namespace)
             if e.get("involvedObject", {}).get("name") == name]
+
+
+def reasons(emulator: Emulator, namespace: str, name: str) -> list[str]:
+    """The reasons of the Events about the policy ``name``, oldest first."""
+    return [e["reason"] for e in events(emulator, namespace, name)]
+
+
+async def until_event(emulator: Emulator, namespace: str, name: str, reason: str,
+                      timeout: float = 10) -> list[str]:
+    """Wait for an Event with ``reason`` about the policy ``name``; all its reasons.
+
+    The operator posts an Event after the status or /scale patch it reports, so a test
+    that has just seen that patch must wait for the Event rather than look once."""
+    return await until(lambda: reason in reasons(emulator, namespace, name) and
+                       reasons(emulator, namespace, name), timeout=timeout,
+                       what=f"a {reason} Event about {namespace}/{name}")
 
 
 class ReplicaRecorder:

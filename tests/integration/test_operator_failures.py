@@ -18,6 +18,7 @@ from operator_stack import (
     policy,
     replicas,
     status,
+    until_event,
 )
 
 from harness.emulator import DEPLOYMENTS
@@ -26,10 +27,6 @@ from harness.waiting import until
 pytestmark = pytest.mark.integration
 
 FAST_BREAKER = {"circuitBreaker": {"failureThreshold": 2, "minBackoff": "1s", "maxBackoff": "2s"}}
-
-
-def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
-    return [e["reason"] for e in events(stack.emulator, namespace, name)]
 
 
 async def test_a_prometheus_outage_never_scales_down_and_the_policy_recovers(
@@ -57,7 +54,7 @@ async def test_a_prometheus_outage_never_scales_down_and_the_policy_recovers(
         await until(lambda: condition(stack.emulator, "shop", "web", "Ready")
                     .get("status") == "True", timeout=30, what="Ready=True again")
     assert recorder.values() == [3]
-    assert "MetricsMissing" in reasons(stack, "shop", "web")
+    await until_event(stack.emulator, "shop", "web", "MetricsMissing")
 
 
 async def test_one_bad_metric_of_two_still_scales_up_on_the_healthy_one_and_never_down(
@@ -119,18 +116,18 @@ async def test_invalid_policies_get_a_condition_and_an_event_while_others_keep_w
                 .get("reason") == "InvalidSpec", timeout=20, what="min > max reported")
     message = condition(stack.emulator, "shop", "min-max", "Ready")["message"]
     assert "minReplicas (5) must not exceed maxReplicas (2)" in message
-    assert "InvalidSpec" in reasons(stack, "shop", "min-max")
+    await until_event(stack.emulator, "shop", "min-max", "InvalidSpec")
 
     await until(lambda: condition(stack.emulator, "shop", "no-target", "Ready")
                 .get("reason") == "TargetNotFound", timeout=20, what="missing target reported")
     assert "missing" in condition(stack.emulator, "shop", "no-target", "Ready")["message"]
-    assert "TargetNotFound" in reasons(stack, "shop", "no-target")
+    await until_event(stack.emulator, "shop", "no-target", "TargetNotFound")
 
     await until(lambda: condition(stack.emulator, "shop", "bad-query", "MetricsAvailable")
                 .get("status") == "False", timeout=20, what="the bad query reported")
-    message = condition(stack.emulator, "shop", "bad-query", "MetricsAvailable")["message"]
-    assert "parse error" in message
-    assert [r for r in reasons(stack, "shop", "bad-query") if r != "Scaled"]
+    broken = condition(stack.emulator, "shop", "bad-query", "MetricsAvailable")
+    assert "parse error" in broken["message"]
+    await until_event(stack.emulator, "shop", "bad-query", broken["reason"])
 
     # The broken policies never touched the shared target beyond what the valid one decided.
     assert all(e["reason"] != "Scaled" for name in ("bad-query", "no-target", "min-max")
@@ -150,4 +147,4 @@ async def test_a_conflict_on_the_scale_patch_is_retried_and_the_decision_kept(
     await until(lambda: status(stack.emulator, "shop", "web").get("desiredReplicas") == 3,
                 timeout=10, what="the decision in status")
     assert status(stack.emulator, "shop", "web")["lastScaleTime"]
-    assert reasons(stack, "shop", "web").count("Scaled") == 1
+    assert (await until_event(stack.emulator, "shop", "web", "Scaled")).count("Scaled") == 1

@@ -9,9 +9,9 @@ from operator_stack import (
     Level,
     ReplicaRecorder,
     Stack,
-    events,
     replicas,
     status,
+    until_event,
 )
 
 from harness.waiting import until
@@ -55,9 +55,4 @@ async def test_a_restart_mid_stabilization_window_makes_no_extra_scale_action(
     assert recorder.values() == [4, 2]
     # The last recommendation of 4 may come a tick after the drop, not more.
     assert recorder.changes[1][0] >= dropped + WINDOW - 2
-    # The Scaled event is posted after the /scale patch that the wait above saw.
-    def reasons() -> list[str]:
-        return [e["reason"] for e in events(stack.emulator, "shop", "web")]
-
-    await until(lambda: "Scaled" in reasons(), timeout=10, what="the Scaled event")
-    assert reasons().count("Scaled") == 1
+    assert (await until_event(stack.emulator, "shop", "web", "Scaled")).count("Scaled") == 1
