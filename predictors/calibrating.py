@@ -264,9 +264,14 @@ class Calibrated:
                 f"(need {s.min_origins}): quantiles are the model's own, uncalibrated"
             )
         # The backtest's own model, moved on to the end of the series, saves a
-        # full refit (the expensive part for boosted trees).
+        # full refit (the expensive part for boosted trees). One that fell back to a
+        # simpler model for lack of history at the oldest origin would only move the
+        # simpler model on, so it is refitted: the whole series may hold enough.
         last = result.last
-        self.model_ = self._fresh().fit(series) if last is None else moved_on(last, series)
+        if last is None or getattr(last, "fallback_", None) is not None:
+            self.model_ = self._fresh().fit(series)
+        else:
+            self.model_ = moved_on(last, series)
         return self
 
     def update(self, series: Series) -> Self:
