@@ -212,7 +212,17 @@ class AutoForecaster:
         h = validate_horizon(horizon_steps)
         levels = validate_quantiles(quantiles)
         forecast = self.calibrated_.predict(h, levels)
-        return dataclasses.replace(forecast, model=self.selected_)
+        return dataclasses.replace(forecast, model=self.served_name())
+
+    def served_name(self) -> str:
+        """The winner's name, and the simpler model answering for it when it fell back
+        (too little history even for the fit on the whole series): a decision's reason
+        must name the model that actually forecast."""
+        delegate = getattr(self.calibrated_.model_, "delegate_", None)
+        if delegate is None:
+            return self.selected_
+        simpler = getattr(delegate, "name", type(delegate).__name__)
+        return f"{self.selected_} (fell back to {simpler})"
 
 
 def _combination_factory(members: list[str], candidates: dict[str, Factory], name: str) -> Factory:

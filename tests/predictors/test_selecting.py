@@ -120,6 +120,13 @@ def test_a_winner_that_fell_back_at_the_oldest_origin_is_refitted_on_the_whole_h
     assert model.predict(12).model == "boosting"
 
 
+def test_a_winner_that_fell_back_even_on_the_whole_history_names_the_model_answering():
+    settings = SelectionSettings(window=80)
+    model = AutoForecaster(["boosting"], settings=settings).fit(noisy_series(80))
+    assert model.selected_ == "boosting"
+    assert model.predict(3).model == "boosting (fell back to ewma)"
+
+
 def test_a_single_point_still_forecasts():
     model = auto().fit(Series(0.0, 60.0, np.array([7.0])))
     np.testing.assert_allclose(model.predict(2).mean, [7.0, 7.0])
