@@ -113,9 +113,11 @@ async def until_event(emulator: Emulator, namespace: str, name: str, reason: str
 
     The operator posts an Event after the status or /scale patch it reports, so a test
     that has just seen that patch must wait for the Event rather than look once."""
-    return await until(lambda: reason in reasons(emulator, namespace, name) and
-                       reasons(emulator, namespace, name), timeout=timeout,
-                       what=f"a {reason} Event about {namespace}/{name}")
+    def posted() -> list[str]:
+        found = reasons(emulator, namespace, name)
+        return found if reason in found else []
+
+    return await until(posted, timeout=timeout, what=f"a {reason} Event about {namespace}/{name}")
 
 
 class ReplicaRecorder:
