@@ -38,9 +38,10 @@ def checked_values(series: Series) -> FloatArray:
         )
     negative = np.flatnonzero(values < 0)
     if negative.size:
+        first = negative[0]
         raise ValueError(
-            f"series has {negative.size} negative value(s), first {values[negative[0]]!r} at "
-            f"index {negative[0]}; a load is never negative"
+            f"series has {negative.size} negative value(s), first {float(values[first]):g} at "
+            f"index {first}; a load is never negative"
         )
     if np.isnan(values).all():
         raise ValueError("series has no observed values (all points are NaN)")

@@ -127,7 +127,11 @@ def test_a_single_point_is_forecast_flat(factory: Callable[[], Forecaster]) -> N
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [(np.inf, "infinite"), (-np.inf, "infinite"), (-3.0, "negative")],
+    [
+        (np.inf, "infinite"),
+        (-np.inf, "infinite"),
+        (-3.5, r"negative value\(s\), first -3.5 at index 10"),
+    ],
 )
 def test_inf_or_negative_input_is_a_clear_value_error(
     factory: Callable[[], Forecaster], bad: float, message: str
