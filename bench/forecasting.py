@@ -40,6 +40,7 @@ from tqdm import tqdm
 from foreseer.bench.anchors import ANCHORS, daily_period
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
 from foreseer.predictors.forecasts import Forecaster
+from foreseer.predictors.histories import checked_values
 from foreseer.predictors.models import MODELS
 from foreseer.predictors.scores import coverage, mae, naive_mae, pinball_loss, smape
 from foreseer.predictors.selecting import AutoForecaster
@@ -82,23 +83,33 @@ def run(args: argparse.Namespace) -> int:
     if args.origins < 2 or args.refit_every < 1:
         print("--origins must be at least 2 and --refit-every at least 1", file=sys.stderr)
         return 2
-    units = len(paths) * (len(models) + 1 + len(ANCHORS))
-    bar = tqdm(total=units, disable=not sys.stderr.isatty(), unit="model")
+    per_series = len(models) + 1 + len(ANCHORS)
+    bar = tqdm(total=len(paths) * per_series, disable=not sys.stderr.isatty(), unit="model")
     results, fits, predicts = [], [], []
+    skipped: list[dict[str, str]] = []
     for path in paths:
+        bar.set_description(path.stem[:30])
+        before = bar.n
         try:
             series = load_trace(path)
+            checked_values(series)  # before any work, with the predictors' own message
+            entry, fit_s, predict_ms = evaluate(path.stem, series, models, args, bar.update)
         except ValueError as exc:
+            # The benchmark must run through any directory of CSVs: a trace it cannot use
+            # (too short, negative, all missing) is reported and skipped, never a traceback.
             print(f"skipping {path.name}: {exc}", file=sys.stderr)
-            bar.update(len(models) + 1 + len(ANCHORS))
+            skipped.append({"name": path.stem, "reason": str(exc)})
+            bar.update(per_series - (bar.n - before))
             continue
-        bar.set_description(path.stem[:30])
-        entry, fit_s, predict_ms = evaluate(path.stem, series, models, args, bar.update)
         results.append(entry)
         fits.append(fit_s)
         predicts.extend(predict_ms)
     bar.close()
-    report = {"series": results, "summary": summarise(results, fits, predicts)}
+    if not results:
+        print(f"no usable trace in {args.traces}: every CSV was skipped", file=sys.stderr)
+        return 2
+    summary = summarise(results, fits, predicts)
+    report = {"series": results, "skipped": skipped, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
@@ -326,6 +337,9 @@ def markdown(report: dict[str, Any]) -> str:
                 for h in HORIZONS
             ]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if report["skipped"]:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {entry['name']}: {entry['reason']}" for entry in report["skipped"]]
     return "\n".join(lines) + "\n"
 
 

@@ -100,3 +100,37 @@ def test_the_forecast_benchmark_writes_the_issue_json_shape_and_a_markdown_table
 def test_an_empty_traces_directory_is_a_clear_error_not_a_crash(tmp_path, capsys):
     assert main(["forecast", "--traces", str(tmp_path), "--out", str(tmp_path / "f.json")]) == 2
     assert "no *.csv" in capsys.readouterr().err
+
+
+def write_rows(path: Path, values: list[float]) -> None:
+    rows = "\n".join(f"{1_700_000_000 + 300 * i},{v}" for i, v in enumerate(values))
+    path.write_text("timestamp,value\n" + rows + "\n")
+
+
+def test_traces_it_cannot_use_are_skipped_with_their_reason_and_the_rest_still_run(
+    tmp_path, capsys
+):
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    write_trace(traces / "good.csv", 300, 4)
+    write_rows(traces / "short.csv", [10.0] * 30)
+    write_rows(traces / "negative.csv", [5.0, -2.5] * 600)
+    write_rows(traces / "missing.csv", [math.nan] * 600)
+    out = tmp_path / "forecast.json"
+    argv = ["forecast", "--traces", str(traces), "--out", str(out), "--origins", "8"]
+    assert main([*argv, "--refit-every", "4", "--models", "naive"]) == 0
+    report = json.loads(out.read_text())
+    assert [s["name"] for s in report["series"]] == ["good"]
+    reasons = {s["name"]: s["reason"] for s in report["skipped"]}
+    assert "no test origins" in reasons["short"]
+    assert "600 negative value(s), first -2.5 at index 1" in reasons["negative"]
+    assert "no observed values" in reasons["missing"]
+    assert "skipping short.csv" in capsys.readouterr().err
+    assert "## Skipped" in out.with_suffix(".md").read_text()
+
+
+def test_a_directory_of_only_unusable_traces_is_a_clear_error(tmp_path, capsys):
+    write_rows(tmp_path / "short.csv", [10.0] * 30)
+    assert main(["forecast", "--traces", str(tmp_path), "--out", str(tmp_path / "f.json")]) == 2
+    assert "no usable trace" in capsys.readouterr().err
+    assert not (tmp_path / "f.json").exists()
