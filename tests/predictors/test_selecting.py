@@ -112,10 +112,7 @@ def test_a_short_history_falls_back_to_the_simple_model_and_says_so():
 def test_a_winner_that_fell_back_at_the_oldest_origin_is_refitted_on_the_whole_history():
     # At the backtest's oldest origin 600 points leave 24, too few for boosted trees (96),
     # which answer with EWMA there; moving that model on would serve EWMA as "boosting".
-    t = np.arange(600)
-    rng = np.random.default_rng(0)
-    series = Series(0.0, 60.0, 100 + 50 * np.sin(2 * np.pi * t / 120) + rng.normal(0, 5, t.size))
-    model = AutoForecaster(["boosting"]).fit(series)
+    model = AutoForecaster(["boosting"]).fit(noisy_series(600))
     assert model.calibrated_.model_.fallback_ is None
     assert model.predict(12).model == "boosting"
 
