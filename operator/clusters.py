@@ -223,7 +223,16 @@ class Cluster:
     def _request(self, method: str, path: str, body: Any, content_type: str | None,
                  ref: ScaleTargetRef | None, query: Mapping[str, str] | None = None) -> Body:
         """One blocking API call; a non-2xx answer becomes a ClusterError with the API's
-        message (TargetNotFound for a missing `ref` target)."""
+        message (TargetNotFound for a missing `ref` target). A body that is not strict JSON
+        (NaN, ±Infinity) raises ValueError and is never sent."""
+        if body is not None:
+            # The client serialises with Python's json, which writes NaN and Infinity; a real
+            # API server refuses them (400), so such a body is a bug to surface here, loudly.
+            try:
+                json.dumps(body, allow_nan=False)
+            except ValueError as exc:
+                raise ValueError(f"refusing to send {method} {path}: the body holds a number "
+                                 f"JSON cannot carry ({exc})") from exc
         client = self._client()
         headers = {"Accept": "application/json"}
         if content_type:

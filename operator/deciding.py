@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -99,6 +99,10 @@ class Observation:
     negative float is an outage too."""
     generation: int | None = None
     """metadata.generation of the policy, for observedGeneration."""
+    unforecast: Mapping[str, str] = field(default_factory=dict)
+    """Per metric name, why it has no forecast this cycle although it should (its fit
+    failed, its history holds no usable sample, the forecast step raised): the metric
+    acts reactively and the ForecastTrusted condition names the cause, not a cold start."""
     scale_error: str | None = None
     """Set when patching /scale with this cycle's decision failed: call decide() again
     with the same inputs (and the state from before this cycle) plus this error. That
@@ -198,13 +202,26 @@ def _usable(forecast: ForecastInput) -> bool:
             and math.isfinite(forecast.horizon) and forecast.horizon >= 0)
 
 
+def _finite(value: float | None) -> float | None:
+    """``value`` when it is a finite number, else None: an undefined error (a flat load the
+    model missed gives an infinite MASE) is absent from the status, never ``inf``."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _mase_text(mase: float | None) -> str:
+    if mase is None or math.isnan(mase):
+        return "unknown"
+    return "unbounded (the load did not move)" if math.isinf(mase) else f"{mase:.3g}"
+
+
 def _is_trusted(forecast: ForecastInput, max_ratio: float) -> bool:
     return forecast.mase is not None and math.isfinite(forecast.mase) and \
         forecast.mase <= max_ratio
 
 
 def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
-          forecasts: Mapping[str, ForecastInput], current: int) -> _Plan:
+          forecasts: Mapping[str, ForecastInput], unforecast: Mapping[str, str],
+          current: int) -> _Plan:
     tolerance = spec.behavior.tolerance
     max_ratio = spec.guards.forecast_trust.max_error_ratio
     targets = {m.name: m.target_per_replica for m in spec.metrics}
@@ -224,7 +241,7 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
         chosen = usable[lead]
         forecast = ForecastStatus(
             metric=lead, model=chosen.model, horizon=format_duration(chosen.horizon),
-            quantile=chosen.quantile, value=chosen.value, mase=chosen.mase,
+            quantile=chosen.quantile, value=chosen.value, mase=_finite(chosen.mase),
             trusted=lead in trusted)
 
     raw, lowering = floor, None
@@ -234,25 +251,29 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
         if raw < floor:
             lowering = max(usable[n].horizon for n in trusted)
     return _Plan(floor, max(predictive.values(), default=None), raw, trusted, lowering,
-                 forecast, _trust(spec, loads, forecasts, usable, trusted))
+                 forecast, _trust(spec, loads, forecasts, unforecast, usable, trusted))
 
 
 def _trust(spec: ScalingPolicySpec, loads: Mapping[str, float],
-           forecasts: Mapping[str, ForecastInput], usable: Mapping[str, ForecastInput],
-           trusted: tuple[str, ...]) -> tuple[str, str]:
+           forecasts: Mapping[str, ForecastInput], unforecast: Mapping[str, str],
+           usable: Mapping[str, ForecastInput], trusted: tuple[str, ...]) -> tuple[str, str]:
     """The ForecastTrusted condition's (reason, message)."""
     if spec.mode is Mode.REACTIVE:
         return "ReactiveMode", "Reactive mode: forecasts are not used"
+    missing = "; ".join(f"no forecast for {n}: {why}" for n, why in unforecast.items()
+                        if n in loads and n not in forecasts)
     if trusted:
-        return "ForecastTrusted", f"scaling on the forecasts of {', '.join(trusted)}"
+        return "ForecastTrusted", "; ".join(
+            [f"scaling on the forecasts of {', '.join(trusted)}"] + ([missing] if missing else []))
     if not any(n in loads for n in forecasts):
+        if missing:
+            return "ForecastUnavailable", f"acting reactively: {missing}"
         return "ColdStart", "acting reactively: too little history to forecast yet (cold start)"
     if not usable:
         return "ForecastInvalid", ("acting reactively: the forecast is not a usable load "
                                    "(NaN, infinite or negative)")
     ratio = spec.guards.forecast_trust.max_error_ratio
-    errors = ", ".join(f"{n} MASE {f.mase if f.mase is not None else 'unknown'}"
-                       for n, f in usable.items())
+    errors = ", ".join(f"{n} MASE {_mase_text(f.mase)}" for n, f in usable.items())
     return "ForecastUntrusted", (f"acting reactively: forecast not trusted ({errors}; "
                                  f"maxErrorRatio {ratio})")
 
@@ -303,7 +324,7 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     readings = {m.name: _reading(observation.metrics.get(m.name)) for m in spec.metrics}
     loads = {n: v for n, v in readings.items() if isinstance(v, float)}
     outages = {n: v for n, v in readings.items() if isinstance(v, MetricOutage)}
-    plan = _plan(spec, loads, forecasts, current)
+    plan = _plan(spec, loads, forecasts, observation.unforecast, current)
 
     # Entries carried over keep their (immutable) models: rebuilding a few hundred
     # pydantic objects per cycle would dominate the decision's cost.

@@ -26,10 +26,13 @@ HISTORY_LIMIT = 256
 class StatusModel(BaseModel):
     """camelCase on the wire like the spec; unknown fields are ignored, not rejected,
     because other writers (Kopf's progress storage, older operator versions) share
-    the status object."""
+    the status object. Every number is finite."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True,
+        # A real API server refuses a body with NaN or Infinity (they are not JSON), and then
+        # every status write of the policy fails: a non-finite number is refused here, loudly.
+        allow_inf_nan=False,
     )
 
 
