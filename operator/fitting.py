@@ -53,6 +53,9 @@ DRIFT_FACTOR = 1.0
 # A key refused a first fit keeps refits waiting for this long after it last asked (a policy
 # deleted or edited meanwhile must not hold refits back for ever).
 FIRST_FIT_PRIORITY_SECONDS = 600.0
+# A fit that failed is retried only this long after, not on every tick: a history the models
+# refuse would otherwise keep a worker busy and the log full (one failed fit a second).
+FIT_RETRY_SECONDS = 300.0
 # Fitting is background work: a worker at this niceness leaves the CPU to the event loop
 # whenever a tick needs it, so a busy pool does not make ticks late.
 FIT_NICENESS = 10
@@ -150,6 +153,8 @@ class Fitter:
         self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
         self._waiting: dict[Key, float] = {}
         """Keys refused a first fit (the pool was busy), with when they last asked."""
+        self._failed: dict[Key, tuple[float, str]] = {}
+        """Keys whose last fit failed: when (the caller's clock) and why."""
         # One thread: a model is conditioned in place, so two threads must never share one.
         self._forecasting = ThreadPoolExecutor(1, "forecasting")
         self._conditioned: dict[Key, tuple[Forecaster, bytes]] = {}
@@ -176,9 +181,12 @@ class Fitter:
         """Why ``key`` should be (re)fitted now, or None when its model is fine."""
         if key in self._pending:
             return None
+        failed = self._failed.get(key)
+        if failed is not None and now - failed[0] < FIT_RETRY_SECONDS:
+            return None
         fitted = self._models.get(key)
         if fitted is None:
-            return "no model yet"
+            return "no model yet" if failed is None else "retrying a failed fit"
         if fitted.recipe != recipe:
             return "the policy changed"
         age = now - fitted.fitted_at
@@ -235,7 +243,9 @@ class Fitter:
             error = done.exception()
             if error is not None:
                 logger.warning("fitting %s/%s metric %s failed: %s", *key, error)
+                self._failed[key] = (now(), f"{type(error).__name__}: {error}"[:300])
                 return
+            self._failed.pop(key, None)
             model, seconds = done.result()
             self._store(key, Fitted(model, recipe, now(), points, seconds))
             if self._on_fitted is not None:
@@ -243,6 +253,11 @@ class Fitter:
 
         future.add_done_callback(landed)
         return True
+
+    def failure(self, key: Key) -> str | None:
+        """Why the last fit of ``key`` failed, while it has not succeeded since."""
+        failed = self._failed.get(key)
+        return None if failed is None else failed[1]
 
     async def forecast(self, key: Key, fitted: Fitted, history: Series, steps: int,
                        quantile: float) -> tuple[float, float, str] | None:
@@ -276,11 +291,12 @@ class Fitter:
 
     def forget(self, namespace: str, policy: str) -> None:
         """Drop the models and pending fits of a deleted policy."""
-        for key in [k for k in (*self._models, *self._pending, *self._waiting)
+        for key in [k for k in (*self._models, *self._pending, *self._waiting, *self._failed)
                     if k[:2] == (namespace, policy)]:
             self._models.pop(key, None)
             self._conditioned.pop(key, None)
             self._waiting.pop(key, None)
+            self._failed.pop(key, None)
             pending = self._pending.pop(key, None)
             if pending is not None:
                 pending.cancel()

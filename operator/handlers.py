@@ -35,7 +35,9 @@ from foreseer.operator.deciding import (
     decide,
 )
 from foreseer.operator.durations import parse_duration
+from foreseer.operator.events import EventQueue
 from foreseer.operator.fitting import Fitter, LeadTime, LiveError, Recipe
+from foreseer.operator.guards import advance_breaker
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
 from foreseer.operator.specs import GROUP, PLURAL, VERSION, Mode, ScalingPolicySpec
@@ -58,6 +60,12 @@ Clock = Callable[[], float]
 INVALID_RECHECK_SECONDS = 5.0
 """How often the loop of an invalid policy looks again (it has no valid interval)."""
 
+STATUS_REFRESH_SECONDS = 600.0
+"""A status whose substance did not change is written again after this long, so that its
+volatile parts (the newest recommendation's time, the forecast value, the reason's numbers)
+are never older than this after a restart. At a 30 s interval and a steady load, that is
+6 writes per policy-hour instead of 120."""
+
 
 @dataclass
 class PolicyMemory:
@@ -72,7 +80,11 @@ class PolicyMemory:
     lead: LeadTime = field(default_factory=LeadTime)
     """Measured replica readiness, for ``horizon: auto``."""
     state: ScalingPolicyStatus | None = None
-    """The status written last; the daemon's live view may lag behind our own writes."""
+    """The decision state of the last cycle (written or not: a write skipped as unchanged,
+    or one that failed, still holds the scale events the rate policies must count); the
+    daemon's live view may lag behind our own writes."""
+    written: tuple[Any, float] | None = None
+    """The substance of the status written last, and when (the operator's clock)."""
     spec: tuple[dict[str, Any], ScalingPolicySpec | str] | None = None
     """The raw spec seen last and what it parsed to (validating it every tick costs more
     than comparing it)."""
@@ -88,6 +100,8 @@ class Runtime:
     fitter: Fitter
     telemetry: Telemetry = field(default_factory=Telemetry)
     health: Health = field(default_factory=Health)
+    events: EventQueue | None = None
+    """Where Events are queued; made on first use, from the cluster adapter."""
     clock: Clock = time.time
     """Wall clock; the only clock of the operator (decide() gets ``now`` from here)."""
     memories: dict[tuple[str, str], PolicyMemory] = field(default_factory=dict)
@@ -99,11 +113,23 @@ class Runtime:
         telemetry = Telemetry()
         return cls(
             settings=settings,
-            prometheus=Prometheus(settings.prometheus),
+            prometheus=Prometheus(settings.prometheus,
+                                  on_invalid=telemetry.count_invalid_samples),
             cluster=Cluster(),
             fitter=Fitter(settings.fitting, on_fitted=telemetry.fit_seconds.observe),
             telemetry=telemetry,
         )
+
+    def post_event(self, body: Mapping[str, Any], *, reason: str, message: str,
+                   warning: bool = False) -> None:
+        """Queue an Event about a policy; it is posted off the tick path."""
+        if self.events is None:
+            telemetry = self.telemetry
+            self.events = EventQueue(
+                self.cluster,
+                on_posted=lambda w: telemetry.events.labels("Warning" if w else "Normal").inc(),
+                on_dropped=telemetry.events_dropped.inc)
+        self.events.post(body, reason=reason, message=message, warning=warning)
 
     def memory(self, namespace: str, name: str) -> PolicyMemory:
         return self.memories.setdefault((namespace, name), PolicyMemory())
@@ -116,6 +142,8 @@ class Runtime:
         self.telemetry.forget(namespace, name)
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
         self.fitter.shutdown()
         await self.prometheus.close()
         await self.cluster.close()
@@ -165,7 +193,8 @@ def build_registry() -> kopf.OperatorRegistry:
         runtime: Runtime = memo.runtime
         # A daemon (re)starts after a restart, a peering hand-over or a pause: another
         # replica may have acted meanwhile, so the state comes from status, not from memory.
-        runtime.memory(meta["namespace"], meta["name"]).state = None
+        memory = runtime.memory(meta["namespace"], meta["name"])
+        memory.state, memory.written = None, None
         runtime.health.policies += 1
         try:
             wait = await tick(runtime, body)
@@ -244,15 +273,48 @@ async def write_conditions(
 
 async def write_status(runtime: Runtime, body: Mapping[str, Any], old: ScalingPolicyStatus,
                        new: ScalingPolicyStatus) -> None:
-    """Patch the status and post an Event for every condition that changed status or reason."""
+    """Patch the status when it changed in substance (or its last write is older than
+    STATUS_REFRESH_SECONDS), and queue an Event for every condition that changed status or
+    reason. Raises ClusterError when the patch fails; ``new`` is the policy's state even so.
+    """
     meta = body["metadata"]
-    await runtime.cluster.patch_policy_status(
-        meta["namespace"], meta["name"], new.model_dump(mode="json", by_alias=True))
-    runtime.memory(meta["namespace"], meta["name"]).state = new
+    memory = runtime.memory(meta["namespace"], meta["name"])
+    memory.state = new
     for condition in changed_conditions(old.conditions, new.conditions):
-        await runtime.cluster.post_event(
+        runtime.post_event(
             body, reason=condition.reason, message=f"{condition.type} is {condition.status}: "
             f"{condition.message}", warning=is_bad(condition))
+    dump = new.model_dump(mode="json", by_alias=True)
+    now = runtime.clock()
+    essence = substance(dump)
+    if memory.written is not None and memory.written[0] == essence and \
+            now - memory.written[1] < STATUS_REFRESH_SECONDS:
+        return
+    await runtime.cluster.patch_policy_status(meta["namespace"], meta["name"], dump)
+    memory.written = (essence, now)
+    runtime.telemetry.status_writes.inc()
+
+
+def substance(status: Mapping[str, Any]) -> Any:
+    """What of a status dump is worth a write as soon as it changes (the VPA recommender's
+    semantic equality): everything but the numbers that move on every tick without changing
+    a decision. Those are the time of each recommendation (their values count), the forecast's
+    value and error, the reason text and the condition messages (their type, status and
+    reason count)."""
+    essence = dict(status)
+    recommendation = dict(essence.get("recommendation") or {})
+    recommendation.pop("reason", None)
+    essence["recommendation"] = recommendation
+    forecast = essence.get("forecast")
+    if forecast:
+        essence["forecast"] = {k: v for k, v in forecast.items() if k not in ("value", "mase")}
+    history = dict(essence.get("history") or {})
+    history["recommendations"] = [r.get("replicas")
+                                  for r in history.get("recommendations", [])]
+    essence["history"] = history
+    essence["conditions"] = [(c.get("type"), c.get("status"), c.get("reason"))
+                             for c in essence.get("conditions", [])]
+    return essence
 
 
 def changed_conditions(old: list[Condition], new: list[Condition]) -> list[Condition]:
@@ -294,14 +356,33 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
     started = time.perf_counter()
     try:
         await control_cycle(runtime, body, spec, generation)
-    except Exception:
-        # The loop must outlive any bug in one cycle; the next tick retries.
+    except Exception as exc:
+        # The loop must outlive any bug in one cycle, and say so: the next tick retries.
         logger.exception("the control cycle of %s/%s failed", namespace, name)
+        await report_failure(runtime, body, spec, generation, exc)
     finally:
         runtime.telemetry.tick_seconds.labels(namespace, name).observe(
             time.perf_counter() - started)
         runtime.health.last_tick = runtime.clock()
     return max(0.0, interval - (time.perf_counter() - started))
+
+
+async def report_failure(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
+                         generation: int | None, exc: Exception) -> None:
+    """A cycle that failed unexpectedly: Ready=False (InternalError, naming the exception's
+    type), a Warning Event, and one failure for the circuit breaker."""
+    meta = body["metadata"]
+    runtime.telemetry.cycle_errors.labels(meta["namespace"], meta["name"]).inc()
+    state = read_state(runtime, body, body.get("status") or {})
+    breaker, _ = advance_breaker(state.breaker, True, spec.guards.circuit_breaker,
+                                 to_time(runtime.clock()).timestamp(), meta.get("uid", ""))
+    message = f"the control cycle failed: {type(exc).__name__}: {exc}"[:500]
+    try:
+        await write_conditions(runtime, body, state.model_copy(update={"breaker": breaker}), [
+            (ConditionType.READY, False, "InternalError", message)], generation)
+    except Exception:  # the status itself may be what fails; the Event still tells
+        logger.exception("could not report the failed cycle of %s/%s", meta["namespace"],
+                         meta["name"])
 
 
 async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
@@ -325,14 +406,25 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     now = runtime.clock()
     metrics, histories = await read_metrics(runtime, namespace, name, spec, now)
     replicas = (scale.replicas, scale.status_replicas)
+    unforecast: dict[str, str] = {}
     if spec.forecast.horizon == "auto" and memory.lead.due(replicas, now):
-        memory.lead.observe(await runtime.cluster.list_pods(namespace, scale.selector),
-                            replicas, now)
-        runtime.telemetry.lead_time.labels(namespace, name).set(memory.lead.seconds())
-    forecasts = await forecast_all(runtime, namespace, name, spec, histories, memory, now)
+        try:
+            memory.lead.observe(await runtime.cluster.list_pods(namespace, scale.selector),
+                                replicas, now)
+            runtime.telemetry.lead_time.labels(namespace, name).set(memory.lead.seconds())
+        except ClusterError as exc:
+            # Without the pods' readiness the horizon is unknown: no forecast this cycle,
+            # the reactive floor still applies.
+            logger.warning("listing the pods of %s/%s failed: %s", namespace, name, exc)
+            unforecast = {m.name: f"the target's pods could not be listed for the lead time "
+                          f"({exc})"[:300] for m in spec.metrics}
+    forecasts: dict[str, ForecastInput] = {}
+    if not unforecast:
+        forecasts, unforecast = await forecast_all(runtime, namespace, name, spec, histories,
+                                                   memory, now)
 
     observation = Observation(current_replicas=scale.replicas, metrics=metrics,
-                              generation=generation, scale_error=None)
+                              generation=generation, unforecast=unforecast, scale_error=None)
     # decide() is pure computation: its CPU time is its latency on a core of its own.
     with runtime.telemetry.timed(runtime.telemetry.decide_seconds, namespace, name,
                                  clock=time.thread_time):
@@ -341,7 +433,14 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     decision = await apply(runtime, body, spec, scale.replicas, decision, observation, state,
                            forecasts, now)
     publish(runtime, namespace, name, scale.replicas, decision)
-    await write_status(runtime, body, state, decision.new_state)
+    try:
+        await write_status(runtime, body, state, decision.new_state)
+    except ClusterError as exc:
+        # The decision stands (and its scale events are in memory for the rate policies);
+        # the next cycle writes again, since what was written differs from it.
+        logger.warning("writing the status of %s/%s failed: %s", namespace, name, exc)
+        runtime.post_event(body, reason="StatusWriteFailed", warning=True,
+                           message=f"could not write the status: {exc}")
 
 
 async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
@@ -362,14 +461,15 @@ async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySp
         await runtime.cluster.patch_scale(namespace, spec.scale_target_ref, decision.replicas)
     except ClusterError as exc:
         failed = Observation(current_replicas=current, metrics=observation.metrics,
-                             generation=observation.generation, scale_error=str(exc))
-        await runtime.cluster.post_event(body, reason="ScaleFailed", warning=True, message=(
+                             generation=observation.generation,
+                             unforecast=observation.unforecast, scale_error=str(exc))
+        runtime.post_event(body, reason="ScaleFailed", warning=True, message=(
             f"could not scale {spec.scale_target_ref.kind}/{spec.scale_target_ref.name} "
             f"from {current} to {decision.replicas}: {exc}"))
         return decide(spec, failed, forecasts, state, now, seed=meta.get("uid", ""))
     direction = "up" if decision.replicas > current else "down"
     runtime.telemetry.count_scale(namespace, name, direction)
-    await runtime.cluster.post_event(body, reason="Scaled", warning=False, message=(
+    runtime.post_event(body, reason="Scaled", warning=False, message=(
         f"scaled {spec.scale_target_ref.kind}/{spec.scale_target_ref.name} {direction} from "
         f"{current} to {decision.replicas}: {decision.reason}"))
     return decision
@@ -404,14 +504,16 @@ async def read_metrics(
 
 async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
                        histories: Mapping[str, Series], memory: PolicyMemory,
-                       now: float) -> dict[str, ForecastInput]:
-    """Each metric's forecast from its fitted model; fits start in the pool as needed.
+                       now: float) -> tuple[dict[str, ForecastInput], dict[str, str]]:
+    """Each metric's forecast from its fitted model, and why the others have none when
+    that is not a cold start; fits start in the pool as needed.
 
     A metric without a fitted model yet has no forecast (cold start: decide() acts
-    reactively and says so).
+    reactively and says so). A metric whose forecast step fails has none either, and the
+    others still forecast.
     """
     if spec.mode is Mode.REACTIVE:
-        return {}
+        return {}, {}
     interval = parse_duration(spec.interval)
     step = parse_duration(spec.forecast.step)
     retrain = parse_duration(spec.forecast.retrain_interval)
@@ -420,41 +522,62 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
         models=spec.forecast.candidates,
         quantile=spec.forecast.quantile, step=step)
     horizon = fitting.horizon_seconds(spec.forecast.horizon, interval, memory.lead)
-    forecasts = {}
+    forecasts: dict[str, ForecastInput] = {}
+    unforecast: dict[str, str] = {}
     for metric_name, history in histories.items():
         key = (namespace, name, metric_name)
-        errors = memory.errors.setdefault(metric_name, LiveError())
-        errors.score(history)
-        live = errors.mase()
-        fitted = runtime.fitter.get(key)
-        usable = fitted is not None and fitted.recipe == recipe
-        reason = runtime.fitter.needs_fit(key, recipe, now, retrain,
-                                          fitting.drifting(live, max_ratio))
-        if reason is not None and history.observed() > 0 and runtime.fitter.submit(
-                key, history, recipe, runtime.clock, first=not usable):
-            logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, reason)
-            if fitted is not None:  # a refit: the old model's errors say nothing of the new
-                errors.reset()
-        if fitted is None or not usable:
-            runtime.telemetry.observe_metric(namespace, name, metric_name, None, live)
-            continue
-        # Step k of a forecast is at history.end + k * step; the newest point lags now by up
-        # to a step and a scrape, so count the horizon from now, not from the newest point.
-        steps = max(1, math.ceil((now + horizon - history.end) / step) + 1)
-        forecast = await runtime.fitter.forecast(key, fitted, history, steps,
-                                                 spec.forecast.quantile)
-        if forecast is None:
-            continue
-        value, point, model = forecast
-        last = history.values[~np.isnan(history.values)]
-        if last.size:
-            errors.expect(history.end + (steps - 1) * step, point, float(last[-1]))
-        mase = live if live is not None else fitting.prior_error(fitted.model, steps)
-        forecasts[metric_name] = ForecastInput(
-            value=value, model=model, mase=mase, horizon=horizon,
-            quantile=spec.forecast.quantile)
-        runtime.telemetry.observe_metric(namespace, name, metric_name, value, live)
-    return forecasts
+        try:
+            forecast = await forecast_one(runtime, key, history, recipe, spec, memory, now,
+                                          horizon, retrain, max_ratio)
+        except Exception as exc:
+            logger.exception("forecasting %s/%s metric %s failed", *key)
+            forecast = f"the forecast failed ({type(exc).__name__}: {exc})"[:300]
+        if isinstance(forecast, ForecastInput):
+            forecasts[metric_name] = forecast
+        elif forecast is not None:
+            unforecast[metric_name] = forecast
+    return forecasts, unforecast
+
+
+async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Series,
+                       recipe: Recipe, spec: ScalingPolicySpec, memory: PolicyMemory,
+                       now: float, horizon: float, retrain: float,
+                       max_ratio: float) -> ForecastInput | str | None:
+    """One metric's forecast; else why there is none (a failed fit), or None (cold start)."""
+    namespace, name, metric_name = key
+    step = recipe.step
+    errors = memory.errors.setdefault(metric_name, LiveError())
+    errors.score(history)
+    live = errors.mase()
+    fitted = runtime.fitter.get(key)
+    usable = fitted is not None and fitted.recipe == recipe
+    reason = runtime.fitter.needs_fit(key, recipe, now, retrain,
+                                      fitting.drifting(live, max_ratio))
+    if reason is not None and history.observed() > 0 and runtime.fitter.submit(
+            key, history, recipe, runtime.clock, first=not usable):
+        logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, reason)
+        if fitted is not None:  # a refit: the old model's errors say nothing of the new
+            errors.reset()
+    shown = live if live is None or math.isfinite(live) else None
+    if fitted is None or not usable:
+        runtime.telemetry.observe_metric(namespace, name, metric_name, None, shown)
+        failure = runtime.fitter.failure(key)
+        return None if failure is None else f"fitting failed: {failure}"
+    # Step k of a forecast is at history.end + k * step; the newest point lags now by up
+    # to a step and a scrape, so count the horizon from now, not from the newest point.
+    steps = max(1, math.ceil((now + horizon - history.end) / step) + 1)
+    forecast = await runtime.fitter.forecast(key, fitted, history, steps,
+                                             spec.forecast.quantile)
+    if forecast is None:
+        return "the model gave no forecast for this history"
+    value, point, model = forecast
+    last = history.values[~np.isnan(history.values)]
+    if last.size:
+        errors.expect(history.end + (steps - 1) * step, point, float(last[-1]))
+    mase = live if live is not None else fitting.prior_error(fitted.model, steps)
+    runtime.telemetry.observe_metric(namespace, name, metric_name, value, shown)
+    return ForecastInput(value=value, model=model, mase=mase, horizon=horizon,
+                         quantile=spec.forecast.quantile)
 
 
 def publish(runtime: Runtime, namespace: str, name: str, current: int,

@@ -80,27 +80,57 @@ class QueryError(Exception):
     """A query that failed: transport, HTTP status, Prometheus' own error, or a bad shape."""
 
 
+def _is_scalar(result: Any) -> bool:
+    """A scalar result is ``[<unix time>, "<value>"]``."""
+    return (isinstance(result, list) and len(result) == 2
+            and isinstance(result[0], int | float) and not isinstance(result[0], bool)
+            and isinstance(result[1], str))
+
+
+def _is_sample(sample: Any) -> bool:
+    """A sample is ``[<unix time>, "<value>"]`` too."""
+    return _is_scalar(sample)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def read_value(result: Any, now: float, sample_time: float | None, stale_after: float) -> Reading:
     """Classify an instant query's result: a load value, or the kind of outage.
 
+    Any shape Prometheus' API does not define (a bare list, an object, a sample that is not
+    ``[time, "value"]``) is an ERROR outage naming what came, never an exception.
     `sample_time` is when the newest sample was scraped, if known (see `Prometheus.current`).
     """
-    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-        value_text = result[1]  # a scalar result: [time, "value"]
+    if _is_scalar(result):
+        value_text = result[1]
+    elif not isinstance(result, list):
+        return MetricOutage(OutageKind.ERROR, f"Prometheus answered with a {type(result).__name__}"
+                                              " where a list of series belongs")
     elif not result:
         return MetricOutage(OutageKind.EMPTY, "the query returned no series")
+    elif not all(isinstance(series, dict) for series in result):
+        return MetricOutage(OutageKind.ERROR, "Prometheus answered with a result that is not a "
+                                              "list of series")
     elif len(result) > 1:
         return MetricOutage(OutageKind.ERROR, f"the query returned {len(result)} series; "
                                               "aggregate it to one, e.g. with sum(...)")
-    elif "value" not in result[0]:
+    elif "values" in result[0] and "value" not in result[0]:
         return MetricOutage(OutageKind.ERROR, "the query returned a range vector; reduce it to "
                                               "one value, e.g. with avg_over_time(...)")
+    elif not _is_sample(result[0].get("value")):
+        return MetricOutage(OutageKind.ERROR, "Prometheus answered with a series whose value is "
+                                              "not a [time, \"number\"] sample")
     else:
         value_text = result[0]["value"][1]
-    try:
-        value = float(value_text)
-    except (TypeError, ValueError):
-        return MetricOutage(OutageKind.ERROR, f"the query returned {value_text!r}, not a number")
+    value = _number(value_text)
+    if value is None:
+        return MetricOutage(OutageKind.ERROR,
+                            f"the query returned {value_text[:40]!r}, not a number")
     if math.isnan(value):
         return MetricOutage(OutageKind.NAN, "the query returned NaN")
     if math.isinf(value) or value < 0:
@@ -109,6 +139,34 @@ def read_value(result: Any, now: float, sample_time: float | None, stale_after: 
         return MetricOutage(OutageKind.STALE, f"the newest sample is {now - sample_time:.0f}s "
                                               f"old (limit {stale_after:.0f}s)")
     return value
+
+
+def sample_time(result: Any) -> float | None:
+    """The time an answer of ``max(timestamp(query))`` gives, or None when it gives none."""
+    reading = read_value(result, 0.0, None, math.inf)
+    return reading if isinstance(reading, float) else None
+
+
+def range_samples(result: Any) -> list[tuple[float, float]]:
+    """The (time, value) samples of a range query's one series; raises QueryError on a shape
+    Prometheus' API does not define. A value that is not a number is NaN here."""
+    if not isinstance(result, list) or not all(isinstance(series, dict) for series in result):
+        raise QueryError("Prometheus answered a range query with something other than a list "
+                         "of series")
+    if len(result) > 1:
+        raise QueryError(f"the query returned {len(result)} series; aggregate it to one, "
+                         "e.g. with sum(...)")
+    if not result:
+        return []
+    values = result[0].get("values")
+    if not isinstance(values, list) or not all(_is_sample(v) for v in values):
+        raise QueryError("Prometheus answered a range query with a series whose values are "
+                         "not [time, \"number\"] samples")
+    samples = []
+    for t, text in values:
+        value = _number(text)
+        samples.append((float(t), math.nan if value is None else value))
+    return samples
 
 
 @dataclass
@@ -127,11 +185,14 @@ class Prometheus:
     """`MetricSource` over the Prometheus HTTP API (prometheus-api-client)."""
 
     def __init__(self, settings: PrometheusSettings, *, stale_after: float = 300.0,
-                 workers: int = 8, max_points: int = _MAX_POINTS) -> None:
+                 workers: int = 8, max_points: int = _MAX_POINTS,
+                 on_invalid: Callable[[HistoryKey, int], None] | None = None) -> None:
         """`stale_after`: seconds after which the newest sample of a reading is STALE (where
         Prometheus can tell a sample's time: queries over series; an aggregate is as fresh as
-        Prometheus' lookback of 5m). `workers`: threads doing HTTP calls."""
+        Prometheus' lookback of 5m). `workers`: threads doing HTTP calls. `on_invalid`: told
+        how many samples of a history read were not a load (and became gaps)."""
         self.settings = settings
+        self._on_invalid = on_invalid
         self.stale_after = stale_after
         self.max_points = max_points
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "prometheus")
@@ -166,10 +227,8 @@ class Prometheus:
             return_exceptions=True)
         if isinstance(value, BaseException):
             return MetricOutage(OutageKind.ERROR, str(value))
-        sample_time = None
-        if not isinstance(sampled, BaseException) and isinstance(sampled, list) and sampled:
-            sample_time = float(sampled[0]["value"][1])
-        return read_value(value, now, sample_time, self.stale_after)
+        newest = None if isinstance(sampled, BaseException) else sample_time(sampled)
+        return read_value(value, now, newest, self.stale_after)
 
     async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
                       now: float) -> Series | None:
@@ -187,7 +246,7 @@ class Prometheus:
             tracked.series = _regrid(tracked.series, first, points)
             tracked.read_until = max(tracked.read_until, first)
         try:
-            await self._read(tracked, tracked.read_until, last)
+            await self._read(key, tracked, tracked.read_until, last)
         except QueryError as exc:
             logger.warning("reading the history of %s failed, will retry: %s", "/".join(key), exc)
         else:
@@ -203,22 +262,31 @@ class Prometheus:
         self._client.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _read(self, tracked: _Tracked, since: float, until: float) -> None:
-        """Range-query [since, until] in chunks and write the samples into the grid."""
+    async def _read(self, key: HistoryKey, tracked: _Tracked, since: float, until: float) -> None:
+        """Range-query [since, until] in chunks and write the samples into the grid.
+
+        A sample that is not a load (NaN, ±Inf, negative, not a number) is a gap: one bad
+        scrape must not make the whole window unusable for fitting. Such samples are
+        counted through ``on_invalid``.
+        """
         step, series = tracked.step, tracked.series
         chunk = step * (self.max_points - 1)
         start = since
+        invalid = 0
         while start <= until:
             end = min(until, start + chunk)
             result = await self._call(self._range, tracked.query, start, end, step)
-            if len(result) > 1:
-                raise QueryError(f"the query returned {len(result)} series; aggregate it to "
-                                 "one, e.g. with sum(...)")
-            for t, v in (result[0]["values"] if result else []):
-                index = round((float(t) - series.start) / step)
+            for t, v in range_samples(result):
+                index = round((t - series.start) / step)
                 if 0 <= index < len(series):
-                    series.values[index] = float(v)
+                    if math.isfinite(v) and v >= 0:
+                        series.values[index] = v
+                    else:
+                        series.values[index] = np.nan
+                        invalid += 1
             start = end + step
+        if invalid and self._on_invalid is not None:
+            self._on_invalid(key, invalid)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -245,13 +313,31 @@ class Prometheus:
             reason = _SSL_REASON.search(str(exc))
             raise QueryError(f"TLS verification of Prometheus at {self.settings.url} failed"
                              + (f": {reason.group(0)}" if reason else "")) from exc
-        except requests.ConnectionError as exc:
+        except requests.JSONDecodeError as exc:
+            raise QueryError(f"Prometheus at {self.settings.url} answered with a body that is "
+                             "not JSON") from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if _timed_out(exc):
+                raise QueryError(f"Prometheus at {self.settings.url} did not answer within "
+                                 f"{self.settings.timeout:g}s (timeout)") from exc
             raise QueryError(f"cannot connect to Prometheus at {self.settings.url}") from exc
-        except requests.Timeout as exc:
-            raise QueryError(f"Prometheus at {self.settings.url} did not answer within "
-                             f"{self.settings.timeout:g}s") from exc
-        except (requests.RequestException, OSError, ValueError, KeyError) as exc:
+        except (KeyError, TypeError) as exc:
+            # The client indexes the answer as {"data": {"result": ...}}.
+            raise QueryError(f"Prometheus at {self.settings.url} answered without "
+                             "data.result") from exc
+        except (requests.RequestException, OSError, ValueError) as exc:
             raise QueryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether the request timed out reading the answer. With retries, requests reports a
+    read timeout as a ConnectionError around urllib3's MaxRetryError, whose reason tells."""
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, urllib3.exceptions.ReadTimeoutError | TimeoutError)
 
 
 def _regrid(series: Series, first: float, points: int) -> Series:

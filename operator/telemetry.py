@@ -77,9 +77,25 @@ class Telemetry:
         self.fit_seconds = Histogram("foreseer_fit_seconds", "Wall time to fit one metric's "
                                      "model.", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
                                      registry=r)
+        self.invalid_samples = Counter(
+            "foreseer_invalid_samples", "History samples that were not a load (NaN, infinite or "
+            "negative) and were read as gaps.", (*POLICY, "metric"), registry=self.registry)
+        self.status_writes = Counter("foreseer_status_writes", "Status patches sent to the API "
+                                     "server (change-only, with a periodic refresh).",
+                                     registry=self.registry)
+        self.events = Counter("foreseer_events", "Events posted, by type (Normal, Warning).",
+                              ("type",), registry=self.registry)
+        self.events_dropped = Counter("foreseer_events_dropped", "Events dropped because the "
+                                      "posting queue was full (the API server is too slow).",
+                                      registry=self.registry)
+        self.cycle_errors = Counter("foreseer_cycle_errors", "Control cycles that failed with "
+                                    "an unexpected error (reported as Ready=False InternalError).",
+                                    POLICY, registry=self.registry)
         self._per_policy = (self.reactive, self.predictive, self.final, self.current,
-                            self.lead_time, self.breaker, self.decide_seconds, self.tick_seconds)
-        self._per_metric = (self.forecast, self.forecast_error, self.observed)
+                            self.lead_time, self.breaker, self.decide_seconds, self.tick_seconds,
+                            self.cycle_errors)
+        self._per_metric = (self.forecast, self.forecast_error, self.observed,
+                            self.invalid_samples)
         self._metrics: dict[tuple[str, str], set[str]] = {}
         self._errors: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._directions: dict[tuple[str, str], set[str]] = {}
@@ -121,6 +137,11 @@ class Telemetry:
     def count_query_error(self, namespace: str, policy: str, metric: str, kind: str) -> None:
         self._errors.setdefault((namespace, policy), set()).add((metric, kind))
         self.query_errors.labels(namespace, policy, metric, kind).inc()
+
+    def count_invalid_samples(self, key: tuple[str, str, str], count: int) -> None:
+        namespace, policy, metric = key
+        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self.invalid_samples.labels(namespace, policy, metric).inc(count)
 
     def count_scale(self, namespace: str, policy: str, direction: str) -> None:
         self._directions.setdefault((namespace, policy), set()).add(direction)

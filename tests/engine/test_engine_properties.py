@@ -7,6 +7,7 @@ intervals; replicas may start outside [min, max].
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,8 @@ forecasts = st.builds(
     ForecastInput,
     value=st.one_of(st.floats(0, 1e5), st.floats(allow_nan=True, allow_infinity=True)),
     model=st.sampled_from(["seasonal", "ewma"]),
-    mase=st.one_of(st.none(), st.floats(0, 3), st.just(math.nan)),
+    mase=st.one_of(st.none(), st.floats(0, 3),
+                   st.sampled_from([math.nan, math.inf, -math.inf])),
     horizon=st.floats(0, 3600),
     quantile=st.just(0.9),
 )
@@ -175,6 +177,17 @@ def test_rate_policies_are_never_exceeded(spec: ScalingPolicySpec, replicas: int
 def outcome(cycles: list[Cycle]) -> list[tuple[Any, ...]]:
     return [(c.decision.replicas, c.decision.reason, c.decision.limited_by,
              c.decision.new_state) for c in cycles]
+
+
+@ENGINE
+@given(specs(), st.integers(0, 200), streams)
+def test_every_status_decide_returns_is_strict_json(spec: ScalingPolicySpec, replicas: int,
+                                                   stream: list[Step]) -> None:
+    # A real API server refuses NaN and Infinity in a patch, and then every status write of
+    # the policy fails: an infinite live MASE on a flat night did exactly that.
+    for cycle in run(spec, replicas, stream):
+        body = cycle.decision.new_state.model_dump(mode="json", by_alias=True)
+        json.dumps(body, allow_nan=False)
 
 
 @ENGINE

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp.web
 import numpy as np
 import pytest
 
@@ -31,6 +32,10 @@ def grid(load: Callable[[float], float | None], start: float, end: float) -> Ser
     return Workload("x", "shop", load).history(start, end + STEP, STEP)
 
 
+SPIKY = grid(LOAD, T0 - DAY, T0)
+SPIKY.values[100], SPIKY.values[200] = math.inf, -5.0  # one +Inf and one negative scrape
+
+
 @pytest.fixture(scope="module")
 def backfilled(prometheus_binaries: tuple[str, str],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
@@ -46,6 +51,7 @@ def backfilled(prometheus_binaries: tuple[str, str],
         openmetrics("workload_load", {"app": "late"}, grid(LOAD, T0 - 3600, T0 - 180)),
         openmetrics("workload_load", {"app": "twin", "zone": "a"}, grid(LOAD, T0 - 600, T0)),
         openmetrics("workload_load", {"app": "twin", "zone": "b"}, grid(LOAD, T0 - 600, T0)),
+        openmetrics("workload_load", {"app": "spiky"}, SPIKY),
     )
     server.start()
     yield server
@@ -106,6 +112,47 @@ async def test_history_reads_the_whole_window_once_then_only_the_new_tail(
     assert _unix(tail[0]["start"]) == T0 - 120 and _unix(tail[0]["end"]) == T0
     assert later is not None and later.times()[-1] == T0
     assert later.values[-1] == pytest.approx(LOAD(T0))
+
+
+async def test_infinite_and_negative_samples_in_history_are_counted_gaps_not_a_lost_window(
+        backfilled: PrometheusServer) -> None:
+    invalid: list[tuple[tuple[str, str, str], int]] = []
+    source = Prometheus(PrometheusSettings(url=backfilled.url),
+                        on_invalid=lambda key, count: invalid.append((key, count)))
+    key = ("shop", "p", "spiky")
+    try:
+        history = await source.history(key, 'sum(workload_load{app="spiky"})', step=STEP,
+                                       window=DAY, now=T0)
+    finally:
+        await source.close()
+    assert history is not None
+    bad = [round((SPIKY.start + i * STEP - history.start) / STEP) for i in (100, 200)]
+    assert np.isnan(history.values[bad]).all()
+    assert np.isfinite(history.values).sum() == len(history) - 2
+    assert (history.values[np.isfinite(history.values)] >= 0).all()
+    assert invalid == [(key, 2)]
+
+
+async def test_a_prometheus_slower_than_the_timeout_is_reported_as_a_timeout() -> None:
+    async def slow(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await asyncio.sleep(3)
+        return aiohttp.web.json_response({"status": "success", "data": {"result": []}})
+
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{path:.*}", slow)
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    source = Prometheus(PrometheusSettings(url=f"http://{host}:{port}", timeout=0.3, retries=1))
+    try:
+        reading = await source.current(WEB, T0)
+    finally:
+        await source.close()
+        await runner.cleanup()
+    assert isinstance(reading, MetricOutage) and reading.kind is OutageKind.ERROR
+    assert "timeout" in reading.detail and "cannot connect" not in reading.detail
 
 
 async def test_an_outage_leaves_the_tail_missing_and_it_is_read_after_recovery(
