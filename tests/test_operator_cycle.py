@@ -1,0 +1,261 @@
+"""The control cycle (`tick`) on a frozen clock with fake adapters, as Kopf tests its daemons.
+
+The fakes stand in for the API server and Prometheus only; everything of the operator's own
+(the tick, the forecast step, decide(), the status writes, the Event queue) is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from foreseer.operator import handlers
+from foreseer.operator.clusters import ClusterError, Scale
+from foreseer.operator.deciding import MetricOutage, OutageKind
+from foreseer.operator.fitting import Fitter, Recipe
+from foreseer.operator.handlers import Runtime, tick
+from foreseer.operator.settings import FittingSettings, Settings
+from foreseer.operator.specs import ScaleTargetRef
+from foreseer.predictors.series import Series
+
+T0 = 1_800_000_000.0
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCluster:
+    """An API server that records writes and can be told to fail."""
+
+    def __init__(self, replicas: int = 2) -> None:
+        self.replicas = replicas
+        self.status_writes: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, bool]] = []
+        self.fail_pods: Exception | None = None
+        self.fail_status: Exception | None = None
+
+    async def read_scale(self, namespace: str, ref: ScaleTargetRef) -> Scale:
+        return Scale(self.replicas, self.replicas, "app=web", "1")
+
+    async def patch_scale(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> Scale:
+        self.replicas = replicas
+        return await self.read_scale(namespace, ref)
+
+    async def patch_policy_status(self, namespace: str, name: str,
+                                  status: Mapping[str, Any]) -> dict[str, Any]:
+        json.dumps(status, allow_nan=False)  # as a real API server: strict JSON only
+        if self.fail_status is not None:
+            raise self.fail_status
+        self.status_writes.append(dict(status))
+        return {}
+
+    async def post_event(self, body: Mapping[str, Any], *, reason: str, message: str,
+                         warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        if self.fail_pods is not None:
+            raise self.fail_pods
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeSource:
+    """Prometheus: a current value per query (or an outage, or an exception) and a history."""
+
+    def __init__(self, value: float | MetricOutage | Exception = 300.0) -> None:
+        self.value = value
+        self.history_values: np.ndarray | None = None
+
+    async def current(self, query: str, now: float) -> float | MetricOutage:
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+    async def history(self, key: tuple[str, str, str], query: str, *, step: float,
+                      window: float, now: float) -> Series | None:
+        if self.history_values is None:
+            return None
+        return Series(now - step * len(self.history_values), step, self.history_values)
+
+    def forget(self, namespace: str, name: str) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def inline_pool(settings: FittingSettings) -> Executor:
+    return ThreadPoolExecutor(1)
+
+
+def failing_fit(series: Series, recipe: Recipe) -> Any:
+    raise ValueError("the history holds no usable sample")
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "foreseer.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "generation": 1},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 20, "interval": "30s",
+                 "metrics": [{"name": "rps", "query": "sum(rate(x[1m]))",
+                              "targetPerReplica": 100}], **spec},
+        "status": {},
+    }
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    return FakeSource()
+
+
+@pytest.fixture
+def runtime(clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> Iterator[Runtime]:
+    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=failing_fit)
+    runtime = Runtime(settings=Settings(), prometheus=source,  # type: ignore[arg-type]
+                      cluster=cluster, fitter=fitter, clock=clock)  # type: ignore[arg-type]
+    yield runtime
+    fitter.shutdown()
+
+
+async def run_ticks(runtime: Runtime, clock: FrozenClock, policy: dict[str, Any],
+                    count: int, every: float = 30.0) -> None:
+    for _ in range(count):
+        await tick(runtime, policy)
+        clock.now += every
+    assert runtime.events is not None
+    await runtime.events.flush()
+
+
+def ready(cluster: FakeCluster) -> dict[str, Any]:
+    conditions = cluster.status_writes[-1]["conditions"]
+    return next(c for c in conditions if c["type"] == "Ready")
+
+
+async def test_an_unexpected_error_sets_internal_error_posts_a_warning_and_counts_a_failure(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.value = KeyError("result")  # a bug in an adapter, not a typed outage
+    await run_ticks(runtime, clock, body(), 1)
+    condition = ready(cluster)
+    assert condition["status"] == "False" and condition["reason"] == "InternalError"
+    assert "KeyError" in condition["message"]
+    assert cluster.status_writes[-1]["breaker"]["failures"] == 1
+    assert [(r, w) for r, _, w in cluster.events] == [("InternalError", True)]
+
+
+async def test_repeated_internal_errors_open_the_circuit_breaker(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.value = TypeError("bad")
+    policy = body(guards={"circuitBreaker": {"failureThreshold": 3}})
+    await run_ticks(runtime, clock, policy, 3)
+    assert cluster.status_writes[-1]["breaker"]["state"] == "Open"
+
+
+async def test_a_failed_pod_listing_still_scales_on_the_reactive_floor_and_says_why(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    cluster.fail_pods = ClusterError("GET pods failed with 403: forbidden", 403)
+    source.value = 550.0  # asks for 6 replicas (the default rate limit allows 2 -> 6)
+    source.history_values = np.full(100, 700.0)
+    await run_ticks(runtime, clock, body(), 1)
+    assert cluster.replicas == 6
+    trust = next(c for c in cluster.status_writes[-1]["conditions"]
+                 if c["type"] == "ForecastTrusted")
+    assert trust["reason"] == "ForecastUnavailable" and "pods could not be listed" in \
+        trust["message"]
+    assert ready(cluster)["reason"] == "Decided"
+
+
+async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_and_not_retried(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.history_values = np.full(100, 300.0)
+    await run_ticks(runtime, clock, body(), 1)
+    await asyncio.sleep(0)  # let the failed fit's callback run
+    for _ in range(100):
+        if runtime.fitter.failure(("shop", "web", "rps")) is not None:
+            break
+        await asyncio.sleep(0.01)
+    await run_ticks(runtime, clock, body(), 3)
+    trust = next(c for c in cluster.status_writes[-1]["conditions"]
+                 if c["type"] == "ForecastTrusted")
+    assert trust["reason"] == "ForecastUnavailable"
+    assert "fitting failed: ValueError: the history holds no usable sample" in trust["message"]
+    assert runtime.fitter.needs_fit(("shop", "web", "rps"), Recipe(None, 0.9, 60.0),
+                                    clock.now, 3600, False) is None  # backs off
+    assert runtime.fitter.needs_fit(("shop", "web", "rps"), Recipe(None, 0.9, 60.0),
+                                    clock.now + 301, 3600, False) is not None
+
+
+async def test_a_steady_policy_writes_its_status_only_when_it_changes_or_every_ten_minutes(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster) -> None:
+    await run_ticks(runtime, clock, body(mode="Reactive"), 120)  # one hour at 30 s
+    assert len(cluster.status_writes) == 1 + 3600 // handlers.STATUS_REFRESH_SECONDS
+
+
+async def test_a_change_in_substance_is_written_at_once(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    await run_ticks(runtime, clock, body(mode="Reactive"), 2)
+    writes = len(cluster.status_writes)
+    source.value = MetricOutage(OutageKind.EMPTY, "no series")
+    await run_ticks(runtime, clock, body(mode="Reactive"), 1)
+    assert len(cluster.status_writes) == writes + 1
+    available = next(c for c in cluster.status_writes[-1]["conditions"]
+                     if c["type"] == "MetricsAvailable")
+    assert available["status"] == "False"
+
+
+async def test_a_failed_status_write_keeps_the_scale_events_for_the_rate_policies(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    # At most 1 pod up per minute: with the status unwritable the limit must still hold.
+    policy = body(mode="Reactive", behavior={"scaleUp": {
+        "stabilizationWindowSeconds": 0, "policies": [
+            {"type": "Pods", "value": 1, "periodSeconds": 60}]}})
+    cluster.fail_status = ClusterError("PATCH status failed with 400", 400)
+    source.value = 2000.0  # asks for 20
+    await run_ticks(runtime, clock, policy, 4, every=10)
+    assert cluster.replicas == 3
+    assert ("StatusWriteFailed", True) in [(r, w) for r, _, w in cluster.events]
+
+
+async def test_a_slow_api_server_delays_events_not_the_tick(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    release = asyncio.Event()
+    posted: list[str] = []
+
+    async def slow_post(body: Mapping[str, Any], *, reason: str, message: str,
+                        warning: bool = False) -> None:
+        await release.wait()
+        posted.append(reason)
+
+    cluster.post_event = slow_post  # type: ignore[method-assign]
+    source.value = 550.0
+    await asyncio.wait_for(tick(runtime, body()), timeout=5)
+    assert cluster.replicas == 6 and posted == []
+    release.set()
+    assert runtime.events is not None
+    await runtime.events.flush()
+    assert "Scaled" in posted
