@@ -32,12 +32,14 @@ from foreseer.operator.deciding import (
     ForecastInput,
     MetricOutage,
     Observation,
+    OutageKind,
     decide,
 )
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.events import EventQueue
 from foreseer.operator.fitting import Fitter, LeadTime, LiveError, Recipe
 from foreseer.operator.guards import advance_breaker
+from foreseer.operator.scoping import OutOfScope, QueryScope, Unparsable, scoped
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
 from foreseer.operator.specs import GROUP, PLURAL, VERSION, Mode, ScalingPolicySpec
@@ -403,8 +405,14 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
             (ConditionType.READY, False, "TargetUnreadable", str(exc))], generation)
         return
 
+    try:
+        queries = scoped_queries(runtime, namespace, spec)
+    except OutOfScope as exc:
+        await write_conditions(runtime, body, state, [
+            (ConditionType.READY, False, "QueryOutOfScope", str(exc)[:500])], generation)
+        return
     now = runtime.clock()
-    metrics, histories = await read_metrics(runtime, namespace, name, spec, now)
+    metrics, histories = await read_metrics(runtime, namespace, name, spec, queries, now)
     replicas = (scale.replicas, scale.status_replicas)
     unforecast: dict[str, str] = {}
     if spec.forecast.horizon == "auto" and memory.lead.due(replicas, now):
@@ -475,20 +483,44 @@ async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySp
     return decision
 
 
+def scoped_queries(runtime: Runtime, namespace: str,
+                   spec: ScalingPolicySpec) -> dict[str, str | MetricOutage]:
+    """Each metric's query as it is sent: restricted to the policy's namespace unless the
+    operator runs with ``--query-scope cluster``; an ERROR outage for a query that is not
+    PromQL (nothing is sent for it). Raises OutOfScope, naming the metric, for a query that
+    would read another namespace's series."""
+    if runtime.settings.prometheus.query_scope is QueryScope.CLUSTER:
+        return {m.name: m.query for m in spec.metrics}
+    queries: dict[str, str | MetricOutage] = {}
+    for metric in spec.metrics:
+        try:
+            queries[metric.name] = scoped(metric.query, namespace)
+        except Unparsable as exc:
+            queries[metric.name] = MetricOutage(OutageKind.ERROR, str(exc)[:300])
+        except OutOfScope as exc:
+            raise OutOfScope(f"metric {metric.name}: {exc}") from exc
+    return queries
+
+
 async def read_metrics(
-    runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec, now: float
+    runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
+    queries: Mapping[str, str | MetricOutage], now: float,
 ) -> tuple[dict[str, float | MetricOutage], dict[str, Series]]:
     """Each metric's current value (or its outage) and its history, queried concurrently."""
     step = parse_duration(spec.forecast.step)
     window = parse_duration(spec.forecast.history)
 
-    async def one(metric_name: str, query: str) -> tuple[float | MetricOutage, Series | None]:
-        reading = await runtime.prometheus.current(query, now)
+    async def one(metric_name: str) -> tuple[float | MetricOutage, Series | None]:
+        query = queries[metric_name]
+        if isinstance(query, MetricOutage):
+            return query, None
+        reading = await runtime.prometheus.current(query, now, tenant=namespace)
         history = await runtime.prometheus.history(
-            (namespace, name, metric_name), query, step=step, window=window, now=now)
+            (namespace, name, metric_name), query, step=step, window=window, now=now,
+            tenant=namespace)
         return reading, history
 
-    results = await asyncio.gather(*(one(m.name, m.query) for m in spec.metrics))
+    results = await asyncio.gather(*(one(m.name) for m in spec.metrics))
     metrics: dict[str, float | MetricOutage] = {}
     histories: dict[str, Series] = {}
     for metric, (reading, history) in zip(spec.metrics, results, strict=True):

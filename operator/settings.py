@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from foreseer.operator.scoping import QueryScope
+
 ENV_PREFIX = "FORESEER_"
 
 
@@ -35,6 +37,15 @@ class PrometheusSettings:
     """Seconds before one query is abandoned."""
     retries: int = 2
     """Retries of a failed query within one tick, before the tick counts it as failed."""
+    query_scope: QueryScope = QueryScope.NAMESPACE
+    """``namespace``: every vector selector of a policy's query must match the policy's own
+    namespace (the matcher is added where absent; a query naming another namespace, or
+    matching it by regex or negation, is refused). ``cluster``: no restriction, the explicit
+    opt-out for a single-tenant cluster."""
+    tenancy_parameter: str | None = None
+    """With a tenancy proxy in front of Prometheus (prom-label-proxy, or the Thanos querier's
+    tenancy port), the query parameter that carries the enforced label: every query also
+    sends ``?<parameter>=<the policy's namespace>``, e.g. ``namespace``."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -50,6 +61,7 @@ class PrometheusSettings:
             raise ValueError(f"prometheus timeout must be positive, got {self.timeout}")
         if self.retries < 0:
             raise ValueError(f"prometheus retries must be 0 or more, got {self.retries}")
+        object.__setattr__(self, "query_scope", QueryScope(self.query_scope))
 
     def headers(self) -> dict[str, str]:
         """HTTP headers for the next query; reads the token file each time so rotation works."""
@@ -176,6 +188,10 @@ OPTIONS: tuple[_Option, ...] = (
     ("prometheus", "insecure", "prometheus-insecure", _truthy, "skip TLS verification (explicit)"),
     ("prometheus", "timeout", "prometheus-timeout", float, "seconds per Prometheus query"),
     ("prometheus", "retries", "prometheus-retries", int, "retries per Prometheus query"),
+    ("prometheus", "query_scope", "query-scope", QueryScope,
+     "namespace (default): a policy's queries read only its own namespace; cluster: any"),
+    ("prometheus", "tenancy_parameter", "prometheus-tenancy-parameter", str,
+     "query parameter carrying the policy's namespace to a tenancy proxy (prom-label-proxy)"),
     ("scope", "namespaces", "namespaces", _namespaces,
      "comma-separated namespaces to watch; empty for cluster-wide"),
     ("server", "host", "metrics-host", str, "bind address of /metrics and /healthz"),

@@ -57,12 +57,13 @@ _MAX_POINTS = 10_000
 class MetricSource(Protocol):
     """A source of load metrics for the control loop (the KEDA scaler idea, for forecasting)."""
 
-    async def current(self, query: str, now: float) -> Reading:
-        """The query's value at `now`, or why there is none."""
+    async def current(self, query: str, now: float, *, tenant: str | None = None) -> Reading:
+        """The query's value at `now`, or why there is none. `tenant`: the namespace a
+        tenancy proxy in front of the source should enforce."""
         ...
 
     async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
-                      now: float) -> Series | None:
+                      now: float, tenant: str | None = None) -> Series | None:
         """The query on a `step` grid over the `window` seconds up to `now` (NaN = missing);
         None while nothing at all is known."""
         ...
@@ -217,13 +218,13 @@ class Prometheus:
         # Prometheus' own evaluation limit; its durations take whole units only ("10s").
         self._timeout = f"{max(1, math.ceil(settings.timeout))}s"
 
-    async def current(self, query: str, now: float) -> Reading:
+    async def current(self, query: str, now: float, *, tenant: str | None = None) -> Reading:
         """The instant value at `now`, and (concurrently) when its newest sample was scraped."""
         value: Any
         sampled: Any
         value, sampled = await asyncio.gather(
-            self._call(self._instant, query, now),
-            self._call(self._instant, f"max(timestamp({query}))", now),
+            self._call(self._instant, query, now, tenant),
+            self._call(self._instant, f"max(timestamp({query}))", now, tenant),
             return_exceptions=True)
         if isinstance(value, BaseException):
             return MetricOutage(OutageKind.ERROR, str(value))
@@ -231,7 +232,7 @@ class Prometheus:
         return read_value(value, now, newest, self.stale_after)
 
     async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
-                      now: float) -> Series | None:
+                      now: float, tenant: str | None = None) -> Series | None:
         """The metric's history over `window` up to `now`; reads only what is not known yet."""
         last = math.floor(now / step) * step
         points = max(1, math.ceil(window / step))
@@ -246,7 +247,7 @@ class Prometheus:
             tracked.series = _regrid(tracked.series, first, points)
             tracked.read_until = max(tracked.read_until, first)
         try:
-            await self._read(key, tracked, tracked.read_until, last)
+            await self._read(key, tracked, tracked.read_until, last, tenant)
         except QueryError as exc:
             logger.warning("reading the history of %s failed, will retry: %s", "/".join(key), exc)
         else:
@@ -262,7 +263,8 @@ class Prometheus:
         self._client.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _read(self, key: HistoryKey, tracked: _Tracked, since: float, until: float) -> None:
+    async def _read(self, key: HistoryKey, tracked: _Tracked, since: float, until: float,
+                    tenant: str | None) -> None:
         """Range-query [since, until] in chunks and write the samples into the grid.
 
         A sample that is not a load (NaN, ±Inf, negative, not a number) is a gap: one bad
@@ -275,7 +277,7 @@ class Prometheus:
         invalid = 0
         while start <= until:
             end = min(until, start + chunk)
-            result = await self._call(self._range, tracked.query, start, end, step)
+            result = await self._call(self._range, tracked.query, start, end, step, tenant)
             for t, v in range_samples(result):
                 index = round((t - series.start) / step)
                 if 0 <= index < len(series):
@@ -292,14 +294,23 @@ class Prometheus:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
-    def _instant(self, query: str, at: float) -> Any:
+    def _instant(self, query: str, at: float, tenant: str | None) -> Any:
         return self._guarded(lambda: self._client.custom_query(
-            query, params={"time": at, "timeout": self._timeout}))
+            query, params={"time": at, **self._params(tenant)}))
 
-    def _range(self, query: str, start: float, end: float, step: float) -> Any:
+    def _range(self, query: str, start: float, end: float, step: float,
+               tenant: str | None) -> Any:
         return self._guarded(lambda: self._client.custom_query_range(
             query, start_time=_utc(start), end_time=_utc(end), step=str(step),
-            params={"timeout": self._timeout}))
+            params=self._params(tenant)))
+
+    def _params(self, tenant: str | None) -> dict[str, str]:
+        """Prometheus' own timeout, and the enforced label for a tenancy proxy."""
+        params = {"timeout": self._timeout}
+        parameter = self.settings.tenancy_parameter
+        if parameter and tenant is not None:
+            params[parameter] = tenant
+        return params
 
     def _guarded(self, query: Callable[[], Any]) -> Any:
         """Run one HTTP query with fresh credentials; every failure becomes a QueryError."""
@@ -326,7 +337,7 @@ class Prometheus:
             raise QueryError(f"Prometheus at {self.settings.url} answered without "
                              "data.result") from exc
         except (requests.RequestException, OSError, ValueError) as exc:
-            raise QueryError(f"{type(exc).__name__}: {exc}") from exc
+            raise QueryError(bounded(f"{type(exc).__name__}: {exc}")) from exc
 
 
 def _timed_out(exc: requests.RequestException) -> bool:
@@ -358,17 +369,30 @@ _SSL_REASON = re.compile(r"\[SSL: [A-Z_]+\][^'\")(]*")
 _CLIENT_ERROR = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
 
 
+# A label set as Prometheus prints it in errors: {__name__="x", namespace="bank", ...}.
+_LABEL_SET = re.compile(r"\{[^{}]*\}")
+ERROR_LIMIT = 200
+
+
+def bounded(text: str) -> str:
+    """Prometheus' error text as it may reach a status or an Event: series label sets
+    replaced by ``{…}`` (an error such as a failed join prints the series it matched, which
+    may be another tenant's) and at most ERROR_LIMIT characters."""
+    stripped = _LABEL_SET.sub("{…}", text)
+    return stripped if len(stripped) <= ERROR_LIMIT else stripped[:ERROR_LIMIT - 1] + "…"
+
+
 def _prometheus_error(text: str) -> str:
     """Prometheus' own error message (e.g. a PromQL parse error) out of the client's text,
     which is ``HTTP Status Code 400 (b'{"status":"error","error":"..."}')``."""
     found = _CLIENT_ERROR.search(text)
     if found is None:
-        return text
+        return bounded(text)
     try:
         content = ast.literal_eval(found.group(2)).decode(errors="replace").strip()
     except (ValueError, SyntaxError):
-        return text
+        return bounded(text)
     # Not Prometheus' JSON (e.g. the auth layer's plain text) is shown as it is.
     with contextlib.suppress(ValueError, KeyError, TypeError):
         content = str(json.loads(content)["error"])
-    return f"HTTP {found.group(1)}: {content[:300]}"
+    return f"HTTP {found.group(1)}: {bounded(content)}"

@@ -20,7 +20,8 @@ from foreseer.operator.clusters import ClusterError, Scale
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.fitting import Fitter, Recipe
 from foreseer.operator.handlers import Runtime, tick
-from foreseer.operator.settings import FittingSettings, Settings
+from foreseer.operator.scoping import QueryScope
+from foreseer.operator.settings import FittingSettings, PrometheusSettings, Settings
 from foreseer.operator.specs import ScaleTargetRef
 from foreseer.predictors.series import Series
 
@@ -80,13 +81,14 @@ class FakeSource:
         self.value = value
         self.history_values: np.ndarray | None = None
 
-    async def current(self, query: str, now: float) -> float | MetricOutage:
+    async def current(self, query: str, now: float, *,
+                      tenant: str | None = None) -> float | MetricOutage:
         if isinstance(self.value, Exception):
             raise self.value
         return self.value
 
     async def history(self, key: tuple[str, str, str], query: str, *, step: float,
-                      window: float, now: float) -> Series | None:
+                      window: float, now: float, tenant: str | None = None) -> Series | None:
         if self.history_values is None:
             return None
         return Series(now - step * len(self.history_values), step, self.history_values)
@@ -259,3 +261,49 @@ async def test_a_slow_api_server_delays_events_not_the_tick(
     assert runtime.events is not None
     await runtime.events.flush()
     assert "Scaled" in posted
+
+
+class RecordingSource(FakeSource):
+    def __init__(self) -> None:
+        super().__init__(40.0)
+        self.asked: list[tuple[str, str | None]] = []
+
+    async def current(self, query: str, now: float, *,
+                      tenant: str | None = None) -> float | MetricOutage:
+        self.asked.append((query, tenant))
+        return await super().current(query, now)
+
+
+async def test_a_query_naming_another_namespace_is_refused_and_never_sent(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster) -> None:
+    source = RecordingSource()
+    runtime.prometheus = source  # type: ignore[assignment]
+    spy = body(mode="Observe", metrics=[{"name": "spy", "targetPerReplica": 0.001,
+                                          "query": 'sum(workload_load{namespace="bank"})'}])
+    await run_ticks(runtime, clock, spy, 1)
+    assert source.asked == []
+    condition = ready(cluster)
+    assert condition["reason"] == "QueryOutOfScope" and "'bank'" in condition["message"]
+    assert [(r, w) for r, _, w in cluster.events] == [("QueryOutOfScope", True)]
+
+
+async def test_the_namespace_matcher_is_added_and_sent_as_the_tenant(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster) -> None:
+    source = RecordingSource()
+    runtime.prometheus = source  # type: ignore[assignment]
+    await run_ticks(runtime, clock, body(), 1)
+    assert source.asked == [('sum(rate(x{namespace="shop"}[1m]))', "shop")]
+
+
+async def test_cluster_scope_sends_the_query_as_written(
+        clock: FrozenClock, cluster: FakeCluster) -> None:
+    source = RecordingSource()
+    settings = Settings(prometheus=PrometheusSettings(query_scope=QueryScope.CLUSTER))
+    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=failing_fit)
+    runtime = Runtime(settings=settings, prometheus=source,  # type: ignore[arg-type]
+                      cluster=cluster, fitter=fitter, clock=clock)  # type: ignore[arg-type]
+    try:
+        await run_ticks(runtime, clock, body(), 1)
+    finally:
+        fitter.shutdown()
+    assert source.asked == [("sum(rate(x[1m]))", "shop")]

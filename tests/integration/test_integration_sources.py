@@ -229,3 +229,28 @@ def _unix(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def test_a_tenancy_proxy_gets_the_policys_namespace_as_its_enforced_label() -> None:
+    asked: list[dict[str, str]] = []
+
+    async def proxy(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        asked.append(dict(request.query))
+        value = str(T0) if "timestamp(" in request.query["query"] else "5"  # fresh
+        return aiohttp.web.json_response({"status": "success", "data": {
+            "resultType": "vector", "result": [{"metric": {}, "value": [T0, value]}]}})
+
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{path:.*}", proxy)
+    runner = aiohttp.web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    source = Prometheus(PrometheusSettings(url=f"http://{host}:{port}",
+                                           tenancy_parameter="namespace"))
+    try:
+        assert await source.current(WEB, T0, tenant="shop") == 5.0
+    finally:
+        await source.close()
+        await runner.cleanup()
+    assert asked and all(query.get("namespace") == "shop" for query in asked)
