@@ -84,6 +84,10 @@ class Run:
     """Proportional memory of the operator and its workers: shared pages counted once."""
     warmup_seconds: float
     """From the first ticks until every policy forecast (or the fit deadline passed)."""
+    status_writes_per_policy_hour: float
+    """Status patches the operator sent per policy and hour over the measured window."""
+    events_per_policy_hour: float
+    """Events it posted per policy and hour over the measured window."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="the operator's fitting processes (1 leaves a core to the rest)",
+    )
+    parser.add_argument(
+        "--steady-minutes",
+        type=float,
+        default=30.0,
+        help="minutes of the steady run (10 policies, flat load, nothing to scale) that "
+        "measures status writes and events per policy-hour; 0 skips it",
     )
     parser.add_argument(
         "--out",
@@ -142,10 +153,21 @@ def run(args: argparse.Namespace) -> int:
             measure(count, args.interval, args.intervals, args.fit_workers, args.fit_deadline)
         ))
         print(json.dumps(asdict(runs[-1])), file=sys.stderr)
+    steady = None
+    if args.steady_minutes > 0:
+        steady = asyncio.run(measure(
+            STEADY_POLICIES, args.interval, max(1, round(args.steady_minutes * 60 / args.interval)),
+            args.fit_workers, args.fit_deadline, load=flat))
+        print(json.dumps(asdict(steady)), file=sys.stderr)
     report = {
         "interval_seconds": args.interval,
         "intervals_measured": args.intervals,
         "runs": [asdict(r) for r in runs],
+        "steady": None if steady is None else {
+            "minutes": args.steady_minutes, **asdict(steady)},
+        "status_writes_per_policy_hour": None if steady is None
+        else steady.status_writes_per_policy_hour,
+        "events_per_policy_hour": None if steady is None else steady.events_per_policy_hour,
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,8 +207,23 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{r['decide_p99_ms']:.2f} | {fit} | {r['fits']} | {r['forecasting']} | "
                      f"{r['rss_mb']:.0f} | {r['operator_rss_mb']:.0f} | {r['pss_mb']:.0f} | "
                      f"{r['warmup_seconds']:.0f} |")
+    steady = report.get("steady")
+    if steady:
+        lines += ["", f"Steady state ({steady['policies']} policies, flat load with nothing to "
+                  f"scale, {steady['minutes']:g} min at the CRD defaults but history 1d): "
+                  f"**{steady['status_writes_per_policy_hour']:.1f} status writes** and "
+                  f"**{steady['events_per_policy_hour']:.1f} Events** per policy-hour "
+                  "(target: at most 12 status writes; 120 before writes were change-only)."]
     lines += ["", f"Elapsed: {report['elapsed_seconds']}s.", ""]
     return "\n".join(lines)
+
+
+STEADY_POLICIES = 10
+
+
+def flat(index: int) -> Any:
+    """A load that never moves: 100, which 2 replicas at 50 each carry exactly."""
+    return lambda t: 100.0
 
 
 def daily(index: int) -> Any:
@@ -197,7 +234,8 @@ def daily(index: int) -> Any:
 
 
 async def measure(
-    count: int, interval: float, intervals: int, fit_workers: int, fit_deadline: float
+    count: int, interval: float, intervals: int, fit_workers: int, fit_deadline: float,
+    load: Any = daily,
 ) -> Run:
     from harness.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
     from harness.exporter import Exporter, Workload
@@ -212,7 +250,7 @@ async def measure(
             for i in range(count):
                 name, namespace = f"app-{i}", f"ns-{i % 10}"
                 await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, 2))
-                workload = Workload(name, namespace, daily(i), lambda: 2)
+                workload = Workload(name, namespace, load(i), lambda: 2)
                 exporter.workloads.append(workload)
                 # The labels the live scrape adds too, so that past and present are one series.
                 labels = {"app": name, "namespace": namespace, "job": "exporter",
@@ -279,6 +317,10 @@ async def measure(
                 emulator.close_watches()
     ticks = int(_count(after, "foreseer_tick_seconds") - _count(before, "foreseer_tick_seconds"))
     fits = int(_count(after, "foreseer_fit_seconds"))
+    hours = elapsed * interval / 3600 * count
+    writes = _total(after, "foreseer_status_writes_total") - _total(
+        before, "foreseer_status_writes_total")
+    events = _total(after, "foreseer_events_total") - _total(before, "foreseer_events_total")
     return Run(
         policies=count,
         cpu_seconds_per_tick=round((cpu_after - cpu_before) / elapsed, 3),
@@ -304,6 +346,8 @@ async def measure(
         harness_cpu_seconds_per_tick=round(harness_cpu / elapsed, 3),
         pss_mb=round(pss, 1),
         warmup_seconds=round(warmup, 1),
+        status_writes_per_policy_hour=round(writes / hours, 2),
+        events_per_policy_hour=round(events / hours, 2),
     )
 
 
@@ -407,6 +451,11 @@ def _delta(after: Samples, before: Samples, histogram: str) -> dict[float, float
 
 def _count(samples: Samples, histogram: str) -> float:
     return sum(v for (name, _), v in samples.items() if name == f"{histogram}_count")
+
+
+def _total(samples: Samples, counter: str) -> float:
+    """A counter summed over every label set."""
+    return sum(v for (name, _), v in samples.items() if name == counter)
 
 
 def _quantile(buckets: Mapping[float, float], q: float) -> float:
