@@ -23,6 +23,14 @@ autoscaler that is only tested against that would never see the failures it must
 - ``/api/v1/namespaces``: namespaces are created on first use, as they would exist in a cluster.
 - `Emulator.fail_next` injects faults (e.g. the next 2 PATCHes of /scale get 409).
 
+It also refuses what a real API server refuses and a lenient store would keep:
+
+- a body that is not strict JSON (``NaN``, ``Infinity``: Python's json writes them) gets
+  400 BadRequest, as kube-apiserver's decoder answers;
+- a status write (to ``/status``, or to an object without that subresource) of a custom
+  resource whose ``.status`` does not match the CRD's structural schema (types, enums,
+  bounds, unknown fields outside ``x-kubernetes-preserve-unknown-fields``) gets 422 Invalid.
+
 Use it through `serving()`, which also closes the watch streams before the HTTP server stops
 (aiohttp would otherwise wait a minute per open stream)::
 
@@ -50,8 +58,10 @@ from typing import Any
 import aiohttp.web
 import attrs
 import jsonpatch
+import jsonschema
 import kmock
 import yaml
+from api.crd_validation import as_json_schema
 from kmock._internal import apps, dicts, rendering
 
 Body = dict[str, Any]
@@ -335,6 +345,9 @@ class Emulator(kmock.KubernetesEmulator):
         return listing  # type: ignore[no-any-return]
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        refusal = _not_strict_json(await raw.read())  # aiohttp keeps the body for kmock
+        if refusal is not None:
+            return _status_response(ApiError(400, "BadRequest", refusal))
         match = _NAMESPACE_PATH.fullmatch(raw.path)
         if match is None:
             response = await super().__call__(raw)
@@ -365,10 +378,7 @@ class Emulator(kmock.KubernetesEmulator):
                 return await self._watch(request)
             result = await self._serve(request)
         except kmock.KubernetesError as exc:
-            return aiohttp.web.json_response({
-                "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                "code": exc.status, "reason": exc.reason, "message": exc.message,
-                "details": exc.details or {}}, status=exc.status)
+            return _status_response(exc)
         created = request.method.value == "POST"
         return aiohttp.web.json_response(result, status=201 if created else 200)
 
@@ -461,7 +471,21 @@ class Emulator(kmock.KubernetesEmulator):
             if sub == "status":
                 merged["metadata"] = copy.deepcopy(current["metadata"])
             proposed = merged
+        if sub == "status" or not self._has_sub(resource, "status"):
+            self._check_status(resource, name, proposed)
         return self._store_update(resource, current, proposed)
+
+    def _check_status(self, resource: kmock.resource, name: str, body: Body) -> None:
+        """422 Invalid when ``.status`` breaks the CRD's structural schema, as a real server."""
+        schema = self._schemas.get(resource, {}).get("properties", {}).get("status")
+        if schema is None or "status" not in body:
+            return
+        errors = sorted(jsonschema.Draft4Validator(as_json_schema(schema)).iter_errors(
+            body["status"]), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise _invalid(resource, name, "; ".join(
+                f"status.{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+                for e in errors[:5]))
 
     def _write_scale(self, resource: kmock.resource, current: Body, method: str,
                      content_type: str, data: Any) -> Body:
@@ -721,6 +745,28 @@ class Emulator(kmock.KubernetesEmulator):
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
+
+
+def _not_strict_json(body: bytes) -> str | None:
+    """Why ``body`` is not strict JSON (NaN and ±Infinity are not JSON), or None."""
+    if not body:
+        return None
+    try:
+        json.loads(body, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        return f"error decoding the body: {exc}"
+    return None
+
+
+def _status_response(exc: kmock.KubernetesError) -> aiohttp.web.Response:
+    return aiohttp.web.json_response({
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "code": exc.status, "reason": exc.reason, "message": exc.message,
+        "details": exc.details or {}}, status=exc.status)
 
 
 def _at(body: Mapping[str, Any], path: str) -> Any:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+import kmock
 import kubernetes
 import pytest
 
@@ -18,12 +20,14 @@ from harness.emulator import (
     Emulator,
     deployment,
     parse_selector,
+    scalingpolicy_crd,
     serving,
 )
 from harness.waiting import until
 from harness.workloads import DeploymentController, ready_replicas_in_cluster
 
 T = TypeVar("T")
+POLICY_RESOURCE = kmock.resource("foreseer.dev", "v1alpha1", "scalingpolicies")
 ApiException = kubernetes.client.ApiException
 
 
@@ -256,3 +260,47 @@ async def test_kubectl_can_discover_list_and_scale_against_the_emulator(
     header, row = (await kubectl("get", "sp")).splitlines()
     assert header.split()[:4] == ["NAME", "TARGET", "MODE", "MIN"]  # the CRD's printer columns
     assert row.split()[:2] == ["web", "web"]
+
+
+async def _send(emulator: Emulator, method: str, path: str, body: bytes,
+                content_type: str = "application/merge-patch+json") -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.request(
+            method, f"{str(emulator.url).rstrip('/')}{path}", data=body,
+            headers={"Content-Type": content_type}) as response:
+        return response.status, await response.json()
+
+
+async def _scalingpolicy(emulator: Emulator) -> str:
+    emulator.install_crd(scalingpolicy_crd())
+    await emulator.create_object(POLICY_RESOURCE, {
+        "apiVersion": "foreseer.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"scaleTargetRef": {"name": "web"}, "maxReplicas": 5,
+                 "metrics": [{"name": "rps", "query": "x", "targetPerReplica": 1}]}})
+    return "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies/web/status"
+
+
+async def test_a_status_patch_with_infinity_is_refused_with_400_as_a_real_api_server_does(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    code, answer = await _send(emulator, "PATCH", path,
+                               b'{"status": {"forecast": {"mase": Infinity}}}')
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert "invalid character 'I'" in answer["message"]
+    code, _ = await _send(emulator, "PATCH", path, b'{"status": {"forecast": {"mase": NaN}}}')
+    assert code == 400
+    assert "forecast" not in (emulator.read_object(POLICY_RESOURCE, "shop", "web")
+                              .get("status") or {})
+
+
+async def test_a_status_write_that_breaks_the_crd_schema_is_refused_with_422(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    wrong_type = json.dumps({"status": {"currentReplicas": "three"}}).encode()
+    code, answer = await _send(emulator, "PATCH", path, wrong_type)
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "status.currentReplicas" in answer["message"]
+    fine = json.dumps({"status": {"currentReplicas": 3}}).encode()
+    code, _ = await _send(emulator, "PATCH", path, fine)
+    assert code == 200
+    assert emulator.read_object(POLICY_RESOURCE, "shop", "web")["status"]["currentReplicas"] == 3
