@@ -27,9 +27,12 @@ It also refuses what a real API server refuses and a lenient store would keep:
 
 - a body that is not strict JSON (``NaN``, ``Infinity``: Python's json writes them) gets
   400 BadRequest, as kube-apiserver's decoder answers;
-- a status write (to ``/status``, or to an object without that subresource) of a custom
-  resource whose ``.status`` does not match the CRD's structural schema (types, enums,
-  bounds, unknown fields outside ``x-kubernetes-preserve-unknown-fields``) gets 422 Invalid.
+- a create or write of a custom resource whose ``.spec`` (on the main resource) or
+  ``.status`` (on ``/status``) breaks the CRD's structural schema (types, enums, bounds)
+  gets 422 Invalid; CEL rules are not evaluated (tests/api checks those against the CRD);
+- an unknown field (outside ``x-kubernetes-preserve-unknown-fields``) gets 400 BadRequest
+  with ``?fieldValidation=Strict`` (kubectl's default), and is pruned otherwise, as a real
+  server prunes it.
 
 Use it through `serving()`, which also closes the watch streams before the HTTP server stops
 (aiohttp would otherwise wait a minute per open stream)::
@@ -400,11 +403,13 @@ class Emulator(kmock.KubernetesEmulator):
             if method == "GET":
                 body = self._read(resource, namespace, name, sub)
                 return self._table(resource, [body]) if as_table and sub is None else body
+            strict = request.params.get("fieldValidation") == "Strict"
             if method == "POST" and name is None:
-                return self._create(resource, namespace, dict(request.data or {}))
+                return self._create(resource, namespace, dict(request.data or {}),
+                                    strict=strict, checked=True)
             if method in ("PATCH", "PUT") and name is not None:
                 return self._write(resource, namespace, name, sub, method, content_type,
-                                   request.data)
+                                   request.data, strict)
             if method == "DELETE" and name is not None and sub is None:
                 return self._delete(resource, namespace, name)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {request.url.path}")
@@ -421,7 +426,7 @@ class Emulator(kmock.KubernetesEmulator):
         raise _not_found(resource, f"{name}/{sub}")
 
     def _create(self, resource: kmock.resource, namespace: str | None, body: Body,
-                keep_status: bool = False) -> Body:
+                keep_status: bool = False, strict: bool = False, checked: bool = False) -> Body:
         meta = body.setdefault("metadata", {})
         if self.resources[resource].namespaced:
             namespace = namespace or meta.get("namespace") or "default"
@@ -449,11 +454,13 @@ class Emulator(kmock.KubernetesEmulator):
         for field in ("resourceVersion", "deletionTimestamp"):
             meta.pop(field, None)
         _apply_defaults(body, self._schemas.get(resource, {}))
+        if checked:  # a request from a client; a test's own create() may seed anything
+            self._check_part(resource, name, body, "spec", strict)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         return self._store_new(resource, namespace, body)
 
     def _write(self, resource: kmock.resource, namespace: str | None, name: str, sub: str | None,
-               method: str, content_type: str, data: Any) -> Body:
+               method: str, content_type: str, data: Any, strict: bool = False) -> Body:
         current = self._require(resource, namespace, name)
         if sub == "scale" and self._has_sub(resource, "scale"):
             return self._write_scale(resource, current, method, content_type, data)
@@ -472,19 +479,33 @@ class Emulator(kmock.KubernetesEmulator):
                 merged["metadata"] = copy.deepcopy(current["metadata"])
             proposed = merged
         if sub == "status" or not self._has_sub(resource, "status"):
-            self._check_status(resource, name, proposed)
+            self._check_part(resource, name, proposed, "status", strict)
+        if sub is None:
+            self._check_part(resource, name, proposed, "spec", strict)
         return self._store_update(resource, current, proposed)
 
-    def _check_status(self, resource: kmock.resource, name: str, body: Body) -> None:
-        """422 Invalid when ``.status`` breaks the CRD's structural schema, as a real server."""
-        schema = self._schemas.get(resource, {}).get("properties", {}).get("status")
-        if schema is None or "status" not in body:
+    def _check_part(self, resource: kmock.resource, name: str, body: Body, part: str,
+                    strict: bool) -> None:
+        """Hold ``body[part]`` to the CRD's structural schema, as a real server: unknown
+        fields are a 400 when `strict`, else pruned; any other violation is a 422."""
+        schema = self._schemas.get(resource, {}).get("properties", {}).get(part)
+        if schema is None or part not in body:
             return
-        errors = sorted(jsonschema.Draft4Validator(as_json_schema(schema)).iter_errors(
-            body["status"]), key=lambda e: list(e.absolute_path))
+        validator = jsonschema.Draft4Validator(as_json_schema(schema))
+        unknown = [e for e in validator.iter_errors(body[part])
+                   if e.validator == "additionalProperties"]
+        for error in unknown:
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            where = ".".join([part, *(str(p) for p in error.absolute_path)])
+            if strict:
+                raise ApiError(400, "BadRequest", f'strict decoding error: unknown field '
+                                                  f'"{where}.{extra[0]}"')
+            for key in extra:
+                error.instance.pop(key, None)
+        errors = sorted(validator.iter_errors(body[part]), key=lambda e: list(e.absolute_path))
         if errors:
             raise _invalid(resource, name, "; ".join(
-                f"status.{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+                f"{'.'.join([part, *(str(p) for p in e.absolute_path)])}: {e.message}"
                 for e in errors[:5]))
 
     def _write_scale(self, resource: kmock.resource, current: Body, method: str,

@@ -89,16 +89,20 @@ async def test_a_status_write_changes_only_status_and_a_main_write_never_status(
         emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
     custom = kubernetes.client.CustomObjectsApi(client)
     policy = {"apiVersion": "foreseer.dev/v1alpha1", "kind": "ScalingPolicy",
-              "metadata": {"name": "p"}, "spec": {"maxReplicas": 3}, "status": {"seed": 1}}
+              "metadata": {"name": "p"}, "status": {"currentReplicas": 1},
+              "spec": {"scaleTargetRef": {"name": "web"}, "maxReplicas": 3,
+                       "metrics": [{"name": "rps", "query": "x", "targetPerReplica": 1}]}}
     created = await call(custom.create_namespaced_custom_object, "foreseer.dev", "v1alpha1",
                          "shop", "scalingpolicies", policy)
     assert "status" not in created  # dropped on create, as for any status subresource
     await call(custom.patch_namespaced_custom_object_status, "foreseer.dev", "v1alpha1", "shop",
-               "scalingpolicies", "p", {"status": {"replicas": 2}, "spec": {"maxReplicas": 9}})
+               "scalingpolicies", "p", {"status": {"currentReplicas": 2},
+                                        "spec": {"maxReplicas": 9}})
     await call(custom.patch_namespaced_custom_object, "foreseer.dev", "v1alpha1", "shop",
-               "scalingpolicies", "p", {"status": {"replicas": 7}, "spec": {"maxReplicas": 4}})
+               "scalingpolicies", "p", {"status": {"currentReplicas": 7},
+                                        "spec": {"maxReplicas": 4}})
     body = emulator.read_object("foreseer.dev/v1alpha1/scalingpolicies", "shop", "p")
-    assert body["spec"]["maxReplicas"] == 4 and body["status"] == {"replicas": 2}
+    assert body["spec"]["maxReplicas"] == 4 and body["status"]["currentReplicas"] == 2
     assert body["spec"]["mode"] == "Auto"  # the CRD schema's default, as a server fills it in
     assert body["metadata"]["generation"] == 2
 
@@ -161,7 +165,9 @@ async def test_injected_faults_fail_the_next_scale_patches_then_clear(
 async def test_deletion_waits_until_the_finalizers_are_removed(emulator: Emulator) -> None:
     resource = "foreseer.dev/v1alpha1/scalingpolicies"
     await emulator.create_object(resource, {"metadata": {"name": "p", "namespace": "shop",
-                                                  "finalizers": ["x"]}, "spec": {}})
+                                                  "finalizers": ["x"]}, "spec": {
+        "scaleTargetRef": {"name": "web"}, "maxReplicas": 3,
+        "metrics": [{"name": "rps", "query": "x", "targetPerReplica": 1}]}})
     await emulator.delete_object(resource, "shop", "p")
     assert emulator.read_object(resource, "shop", "p")["metadata"]["deletionTimestamp"]
     await emulator.patch_object(resource, "shop", "p", {"metadata": {"finalizers": None}})
@@ -304,3 +310,39 @@ async def test_a_status_write_that_breaks_the_crd_schema_is_refused_with_422(
     code, _ = await _send(emulator, "PATCH", path, fine)
     assert code == 200
     assert emulator.read_object(POLICY_RESOURCE, "shop", "web")["status"]["currentReplicas"] == 3
+
+
+def _policy_body(**spec: Any) -> bytes:
+    return json.dumps({
+        "apiVersion": "foreseer.dev/v1alpha1", "kind": "ScalingPolicy",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {"scaleTargetRef": {"name": "api"}, "maxReplicas": 5,
+                 "metrics": [{"name": "rps", "query": "x", "targetPerReplica": 1}], **spec}
+    }).encode()
+
+
+async def test_an_unknown_field_is_refused_with_strict_field_validation_and_pruned_without(
+        emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    path = "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies"
+    code, answer = await _send(emulator, "POST", f"{path}?fieldValidation=Strict",
+                               _policy_body(replicaz=3), "application/json")
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert 'unknown field "spec.replicaz"' in answer["message"]
+    code, _ = await _send(emulator, "POST", path, _policy_body(replicaz=3), "application/json")
+    assert code == 201
+    assert "replicaz" not in emulator.read_object(POLICY_RESOURCE, "shop", "api")["spec"]
+
+
+async def test_a_spec_that_breaks_the_crd_schema_is_refused_with_422_on_create_and_update(
+        emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    path = "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies"
+    code, answer = await _send(emulator, "POST", path, _policy_body(maxReplicas="five"),
+                               "application/json")
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "spec.maxReplicas" in answer["message"]
+    code, answer = await _send(emulator, "PATCH", f"{path}/web",
+                               json.dumps({"spec": {"mode": "Sometimes"}}).encode())
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert emulator.read_object(POLICY_RESOURCE, "shop", "web")["spec"].get("mode") != "Sometimes"
