@@ -8,7 +8,7 @@ import json
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,15 +89,36 @@ class Cluster:
                     "metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
         return name
 
-    def delete_namespace(self, name: str, timeout: float = 180.0) -> None:
-        """Delete and wait until it is gone. ScalingPolicies still there (the operator is gone,
-        e.g. after a failed run) lose their finalizers first, or the namespace never goes."""
+    def delete_namespace(self, name: str, timeout: float = 180.0, wait: bool = True) -> None:
+        """Delete, and (with `wait`) wait until it is gone. ScalingPolicies still there (the
+        operator is gone, e.g. after a failed test) lose their finalizers first, or the
+        namespace never goes."""
         for policy in self.list(POLICIES, name):
             self.kubectl("patch", POLICIES, policy["metadata"]["name"], "-n", name,
                          "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False)
         self.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false")
-        eventually(lambda: self.get("namespace", name, "default") is None, timeout,
-                   f"namespace {name} to be deleted", interval=2.0)
+        if wait:
+            self.wait_until_namespaces_gone([name], timeout)
+
+    def wait_until_namespaces_gone(self, names: Sequence[str], timeout: float = 180.0) -> None:
+        def gone() -> bool:
+            left = set(self.kubectl("get", "namespaces", "-l", E2E_LABEL, "-o", "name").stdout
+                       .split())
+            return left.isdisjoint(f"namespace/{name}" for name in names)
+        eventually(gone, timeout, f"namespaces {', '.join(names)} to be deleted", interval=2.0)
+
+    # CustomResourceDefinitions ----------------------------------------------------------------
+
+    def apply_crds(self, crds: Sequence[Mapping[str, Any]], timeout: float = 60.0) -> None:
+        """Server-side apply the chart's CRDs and wait until they are established. Helm never
+        upgrades the CRDs of a chart's crds/ folder, so a cluster that ran an older suite
+        would otherwise keep validating policies with the older schema."""
+        for crd in crds:
+            self.kubectl("apply", "--server-side", "--force-conflicts",
+                         "--field-manager=foreseer-e2e", "-f", "-", stdin=json.dumps(crd))
+        for crd in crds:
+            self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s",
+                         f"customresourcedefinition/{crd['metadata']['name']}")
 
     # Deployments (the simulated workloads) ----------------------------------------------------
 
@@ -183,10 +204,11 @@ class Cluster:
         path.chmod(0o600)
         return path
 
-    def can_i(self, kubeconfig: Path, namespace: str, verb: str, resource: str,
+    def can_i(self, kubeconfig: Path, namespace: str | None, verb: str, resource: str,
               *flags: str) -> bool:
         """`kubectl auth can-i` as whoever the kubeconfig authenticates as, asked of the API
-        server's own authorizer."""
+        server's own authorizer; in `namespace`, or at cluster scope when it is None."""
+        scope = ["--all-namespaces"] if namespace is None else ["-n", namespace]
         done = self.kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource,
-                            "-n", namespace, *flags, check=False)
+                            *scope, *flags, check=False)
         return done.stdout.strip() == "yes"

@@ -5,26 +5,31 @@
     make e2e-kind                              # a kind cluster, the image built and loaded
 
 The tests run only when selected with ``-m e2e``; in a plain ``pytest`` run (``make test``) they
-are skipped, and when no cluster answers they are skipped with the reason. One namespace and
-one namespaced release serve every scenario (each with its own Deployment and policy); the
-uninstall scenario installs a release of its own."""
+are skipped, and when no cluster answers they are skipped with the reason.
+
+No test depends on what another left behind: each gets a fresh namespace of its own (deleted
+afterwards), and a test that needs an operator launches its own stack in it: its Deployments,
+their loads, a Prometheus, a release serving only that namespace, and its operator, all torn
+down after the test. Only what holds no test state is shared: the cluster connection, the
+event loop of the servers, and the chart's CRDs (applied once, as Helm would)."""
 
 from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from chart.rendering import chart_crds
 from clusters import Cluster, ClusterUnavailableError
-from metering import BackgroundLoop, Metering, ReplicaReader
-from releases import Release, release_values, start_operator
-from stacks import SCENARIOS, Stack
+from metering import BackgroundLoop
+from stacks import Launch, Scenario, Stack, launch_stack
 
-from harness.exporter import Workload
 from harness.prometheus import PrometheusMissingError, binaries
+
+STACK = pytest.StashKey[Stack]()
+"""The stack a test launched, for its failure report."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,8 +66,8 @@ def pytest_runtest_makereport(item: pytest.Item,
     """A failing scenario's report carries the operator's recent log: the why of a replica
     count is in there, and an in-cluster operator's pod is gone after the run."""
     report: pytest.TestReport = yield
-    stack = getattr(item, "funcargs", {}).get("stack")
-    if report.when == "call" and report.failed and isinstance(stack, Stack):
+    stack = item.stash.get(STACK, None)
+    if report.when == "call" and report.failed and stack is not None:
         report.sections.append(("foreseer operator log",
                                 stack.operator.diagnostics(stack.cluster)))
     return report
@@ -87,6 +92,11 @@ def operator_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def image(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--image"))
+
+
+@pytest.fixture(scope="session")
 def background_loop() -> Iterator[BackgroundLoop]:
     loop = BackgroundLoop()
     yield loop
@@ -94,51 +104,59 @@ def background_loop() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture(scope="session")
-def stack(cluster: Cluster, operator_mode: str, background_loop: BackgroundLoop,
-          request: pytest.FixtureRequest,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def crds(cluster: Cluster) -> None:
+    """The chart's CRDs, current, in the cluster (whichever test comes first needs them)."""
+    cluster.apply_crds(list(chart_crds()))
+
+
+@pytest.fixture(scope="session")
+def doomed_namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    """Namespaces the tests deleted; their deletion is awaited (with a deadline) once, at the
+    end, instead of after each test: each is the test's own, so nothing waits on them."""
+    names: list[str] = []
+    yield names
+    if names:
+        cluster.wait_until_namespaces_gone(names, timeout=300.0)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, crds: None, doomed_namespaces: list[str],
+              request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for this test alone, deleted after it (labelled foreseer.dev/e2e)."""
+    test = re.sub(r"[^a-z0-9]+", "-", request.node.originalname.lower())
+    prefix = "foreseer-e2e-" + test.removeprefix("test-").strip("-")[:36].rstrip("-")
+    name = cluster.create_namespace(prefix)
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name, wait=False)
+        doomed_namespaces.append(name)
+
+
+@pytest.fixture
+def launch(cluster: Cluster, namespace: str, operator_mode: str, image: str,
+           background_loop: BackgroundLoop, request: pytest.FixtureRequest,
+           tmp_path: Path) -> Iterator[Launch]:
+    """`launch(*scenarios)` starts the test's stack in its namespace (at most once per test);
+    it is torn down after the test: policies deleted while the operator runs, operator
+    stopped, release uninstalled, Prometheus and the exporter stopped."""
     try:
         binaries()
     except PrometheusMissingError as exc:
         pytest.skip(str(exc))
-    workdir = tmp_path_factory.mktemp("e2e")
-    namespace = cluster.create_namespace("foreseer-e2e")
-    metering = Metering(workdir, background_loop,
-                        relay_host=request.config.getoption("--host-address")
-                        if operator_mode == "image" else None)
+    launched: list[Stack] = []
+
+    def start(*scenarios: Scenario) -> Stack:
+        assert not launched, "one stack per test"
+        stack = launch_stack(cluster, namespace, scenarios, mode=operator_mode, image=image,
+                             host_address=request.config.getoption("--host-address"),
+                             loop=background_loop, workdir=tmp_path)
+        launched.append(stack)
+        request.node.stash[STACK] = stack
+        return stack
+
     try:
-        for scenario in SCENARIOS.values():
-            cluster.create_deployment(namespace, scenario.name, scenario.replicas)
-        replicas = ReplicaReader(cluster, namespace)
-        metering.start([Workload(s.name, namespace, s.load, replicas.of(s.name))
-                        for s in SCENARIOS.values()], now=time.time())
-        release = Release("foreseer-e2e", namespace, release_values(
-            namespace, metering.url_for_operator, operator_mode,
-            str(request.config.getoption("--image"))))
-        operator = start_operator(cluster, release, operator_mode, workdir)
-        try:
-            yield Stack(cluster, namespace, metering, release, operator)
-        finally:
-            try:
-                cluster.delete_policies(namespace)
-            finally:
-                operator.stop()
-                release.uninstall()
+        yield start
     finally:
-        metering.close()
-        cluster.delete_namespace(namespace)
-
-
-@pytest.fixture
-def apply_policy(stack: Stack) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """`kubectl apply`s policies into the stack's namespace; deletes them after the test
-    (waiting for the operator to let go), so scenarios do not act on each other."""
-    names: list[str] = []
-
-    def apply(manifest: dict[str, Any]) -> None:
-        stack.cluster.apply(manifest)
-        names.append(manifest["metadata"]["name"])
-
-    yield apply
-    for name in names:
-        stack.cluster.delete_policy(stack.namespace, name)
+        for stack in launched:
+            stack.close()

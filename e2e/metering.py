@@ -166,11 +166,13 @@ class Metering:
                                            targets=[self.exporter.target])
         # The scrape's own job and instance labels too: backfilled past and live present are
         # then one series, as the policies' queries expect (not two that overlap).
-        self.prometheus.backfill(*(
-            openmetrics("workload_load", {"app": w.name, "namespace": w.namespace,
-                                          "job": "exporter", "instance": self.exporter.target},
-                        w.history(now - HISTORY, now - STEP, STEP))
-            for w in workloads))
+        if workloads:  # (a stack without workloads, e.g. for the examples, has no past)
+            self.prometheus.backfill(*(
+                openmetrics("workload_load", {"app": w.name, "namespace": w.namespace,
+                                              "job": "exporter",
+                                              "instance": self.exporter.target},
+                            w.history(now - HISTORY, now - STEP, STEP))
+                for w in workloads))
         self.prometheus.start()
         for w in workloads:  # a live series (never backfilled): the exporter is scraped
             self.prometheus.wait_for(

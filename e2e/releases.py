@@ -47,8 +47,16 @@ class Release:
                   *(arg for key, value in self.values.items()
                     for arg in ("--set-json", f"{key}={json.dumps(value)}")))
 
-    def uninstall(self) -> None:
-        self.helm("uninstall", self.name, "--wait", "--timeout", "3m")
+    def uninstall(self, missing_ok: bool = False) -> None:
+        """`helm uninstall`, waiting until the objects are gone; with `missing_ok`, a release
+        that is not (or no longer) installed is no error."""
+        self.helm("uninstall", self.name, "--wait", "--timeout", "3m",
+                  *(["--ignore-not-found"] if missing_ok else []))
+
+    def listed(self) -> list[str]:
+        """Names of the releases helm lists in the namespace, whatever their state: helm v4
+        lists every state by default and has no `--all` (v3's flag for that)."""
+        return self.helm("list", "--short").split()
 
     def objects(self) -> list[dict[str, Any]]:
         """What the release created, as helm recorded it."""
@@ -182,9 +190,19 @@ class Operator:
         """The operator's recent log, for a failing assertion's message."""
         if self.local is not None:
             return self.local.log_tail()
-        done = cluster.kubectl("logs", "-n", self.release.namespace, "--tail=40",
-                               f"deployment/{self.release.deployment()['metadata']['name']}",
-                               check=False)
+        return self.log(cluster, tail=40)
+
+    def log(self, cluster: Cluster, tail: int = -1) -> str:
+        """The operator's log (whole, unless `tail` lines): the local process's file, or
+        the logs of every pod of the release's Deployment."""
+        if self.local is not None:
+            with contextlib.suppress(OSError):
+                text = self.local.log_path.read_text(errors="replace")
+                return text if tail < 0 else "\n".join(text.splitlines()[-tail:])
+            return ""
+        done = cluster.kubectl("logs", "-n", self.release.namespace, f"--tail={tail}",
+                               "--all-containers", "--prefix", "-l",
+                               f"{LABEL}={self.release.name}", check=False)
         return done.stdout + done.stderr
 
 

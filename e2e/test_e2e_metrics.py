@@ -4,14 +4,13 @@ the operator runs in the cluster): the series the Grafana dashboard draws, per p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from clusters import eventually
+from metering import Level
 from policies import TARGET_PER_REPLICA, policy
 from prometheus_client.parser import text_string_to_metric_families
-from stacks import HIGH, Stack
+from stacks import HIGH, Launch, Scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +28,10 @@ def samples(text: str, namespace: str, name: str) -> dict[str, float]:
     return out
 
 
-def test_the_operator_exports_what_the_dashboard_draws(
-        stack: Stack, apply_policy: Callable[[dict[str, Any]], None]) -> None:
+def test_the_operator_exports_what_the_dashboard_draws(launch: Launch) -> None:
+    stack = launch(Scenario("observe", 2, Level(HIGH)))
     namespace, name = stack.namespace, "observe"
-    apply_policy(policy(namespace, name, mode="Observe"))
+    stack.cluster.apply(policy(namespace, name, mode="Observe"))
 
     def exported() -> dict[str, float]:
         found = samples(stack.operator.metrics(stack.cluster), namespace, name)

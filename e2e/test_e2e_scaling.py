@@ -1,6 +1,7 @@
 """The operator's loop on a real API server: predictive scale-up ahead of a peak, no
-scale-down during a Prometheus outage, and Observe mode. Each scenario scales its own
-Deployment; replicas and status are read through the API server."""
+scale-down during a Prometheus outage, and Observe mode. Each scenario launches its own stack
+(namespace, Deployment, load, Prometheus, release, operator); replicas and status are read
+through the API server."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from typing import Any
 
 import pytest
 from clusters import eventually
+from metering import Level
 from policies import TARGET_PER_REPLICA, policy
-from stacks import HIGH, LOW, WAVE, Stack
+from stacks import HIGH, LOW, WAVE, Launch, Scenario, Stack
 
 pytestmark = pytest.mark.e2e
-
-Apply = Callable[[dict[str, Any]], None]
 
 PEAK_REPLICAS = math.ceil(WAVE.high / TARGET_PER_REPLICA)
 HIGH_REPLICAS = math.ceil(HIGH / TARGET_PER_REPLICA)
@@ -28,6 +28,11 @@ WARM_UP = 300.0
 two cores), then a whole horizon of lead, with margin."""
 
 
+def apply(stack: Stack, manifest: dict[str, Any]) -> None:
+    """`kubectl apply` a policy into the test's namespace; the stack deletes it afterwards."""
+    stack.cluster.apply(manifest)
+
+
 def sample(read: Callable[[], int], seconds: float, interval: float = 2.0) -> list[int]:
     """`read()` every `interval` for `seconds`: what a watcher of the cluster would see."""
     values, end = [read()], time.monotonic() + seconds
@@ -37,17 +42,34 @@ def sample(read: Callable[[], int], seconds: float, interval: float = 2.0) -> li
     return values
 
 
-def test_the_operator_scales_up_ahead_of_a_forecast_peak(stack: Stack,
-                                                        apply_policy: Apply) -> None:
+def fresh(stack: Stack, name: str) -> int:
+    """The precondition of a scenario, read before its policy exists: the test's own fresh
+    Deployment at the replicas it was created with (waited for with a deadline, not assumed)."""
+    cluster, namespace = stack.cluster, stack.namespace
+    assert cluster.policy(namespace, name) is None, "the policy must not exist yet"
+    created = stack.scenarios[name].replicas
+    eventually(lambda: cluster.replicas(namespace, name) == created, 60,
+               f"Deployment {name} at its {created} replicas")
+    return created
+
+
+def test_the_operator_scales_up_ahead_of_a_forecast_peak(launch: Launch) -> None:
+    stack = launch(Scenario("wave", LOW_REPLICAS, WAVE))
     namespace, cluster, name = stack.namespace, stack.cluster, "wave"
-    # Start between peaks, so the current load never asks for more than LOW_REPLICAS before
-    # the peak we wait for: any scale-up before it can only come from the forecast.
-    eventually(lambda: time.time() % WAVE.period >= WAVE.width, WAVE.width + 10,
-               "the current peak to end")
-    apply_policy(policy(namespace, name, mode="Auto", forecast={
+    assert fresh(stack, name) == LOW_REPLICAS
+    # Apply between peaks and at least WARM_UP before the next one: the current load then
+    # asks for LOW_REPLICAS only, no peak is within the horizon yet (the operator has no
+    # reason to act at once), and the next peak is the one waited for, so any scale-up before
+    # it can only come from the forecast.
+    earliest, latest = WAVE.width, WAVE.period - WARM_UP
+    assert earliest < latest, "the wave leaves no moment to apply the policy"
+    eventually(lambda: earliest <= time.time() % WAVE.period <= latest, WAVE.period + 10,
+               f"a moment between peaks, {WARM_UP:.0f}s or more before the next")
+    applied = time.time()
+    peak = WAVE.next_peak(applied)
+    assert peak - applied >= WARM_UP - 5 and peak - applied > HORIZON
+    apply(stack, policy(namespace, name, mode="Auto", forecast={
         "history": "3h", "step": "10s", "horizon": f"{HORIZON:.0f}s", "quantile": 0.9}))
-    peak = WAVE.next_peak(time.time() + WARM_UP)
-    assert cluster.replicas(namespace, name) == LOW_REPLICAS
 
     eventually(lambda: cluster.replicas(namespace, name) >= PEAK_REPLICAS,
                timeout=max(1.0, peak - 20 - time.time()),
@@ -63,14 +85,16 @@ def test_the_operator_scales_up_ahead_of_a_forecast_peak(stack: Stack,
     assert cluster.policy_events(namespace, name), "every scale posts an Event"
 
 
-def test_no_scale_down_while_prometheus_is_stopped(stack: Stack, apply_policy: Apply) -> None:
+def test_no_scale_down_while_prometheus_is_stopped(launch: Launch) -> None:
+    stack = launch(Scenario("outage", LOW_REPLICAS, Level(HIGH)))
     namespace, cluster, name = stack.namespace, stack.cluster, "outage"
-    prometheus = stack.metering.prometheus
+    prometheus = stack.metering.prometheus  # this test's own: stopping it affects no other
     assert prometheus is not None
     load = stack.load(name)
+    fresh(stack, name)
     # Scale-down as fast as the HPA allows, so that acting on missing data would show at once;
     # a short breaker backoff, so that recovery after the outage is quick.
-    apply_policy(policy(
+    apply(stack, policy(
         namespace, name, mode="Reactive",
         behavior={"scaleDown": {"stabilizationWindowSeconds": 0, "policies": [
             {"type": "Percent", "value": 100, "periodSeconds": 15}]}},
@@ -100,10 +124,11 @@ def test_no_scale_down_while_prometheus_is_stopped(stack: Stack, apply_policy: A
                f"the scale-down to {LOW_REPLICAS} replicas after the outage")
 
 
-def test_observe_mode_recommends_but_never_scales(stack: Stack, apply_policy: Apply) -> None:
+def test_observe_mode_recommends_but_never_scales(launch: Launch) -> None:
+    stack = launch(Scenario("observe", LOW_REPLICAS, Level(HIGH)))
     namespace, cluster, name = stack.namespace, stack.cluster, "observe"
-    before = cluster.replicas(namespace, name)
-    apply_policy(policy(namespace, name, mode="Observe"))
+    before = fresh(stack, name)
+    apply(stack, policy(namespace, name, mode="Observe"))
     recommendation = eventually(
         lambda: (cluster.status(namespace, name).get("recommendation") or {}).get("reactive")
         == HIGH_REPLICAS and cluster.status(namespace, name)["recommendation"],

@@ -4,42 +4,29 @@ of a chart's crds/ folder so that uninstalling never deletes users' policies."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from clusters import POLICIES, Cluster, eventually
+from clusters import POLICIES, eventually
+from metering import Level
 from policies import policy
-from releases import Release, leftovers, release_values, start_operator, wait_until_gone
-from stacks import Stack
+from releases import leftovers, wait_until_gone
+from stacks import LOW, Launch, Scenario
 
 pytestmark = pytest.mark.e2e
 
 
-def test_uninstall_leaves_no_resources_behind(stack: Stack, operator_mode: str,
-                                              request: pytest.FixtureRequest,
-                                              tmp_path: Path) -> None:
-    cluster: Cluster = stack.cluster
-    namespace = cluster.create_namespace("foreseer-e2e-uninstall")
-    try:
-        release = Release("foreseer-gone", namespace, release_values(
-            namespace, stack.metering.url_for_operator, operator_mode,
-            str(request.config.getoption("--image"))))
-        operator = start_operator(cluster, release, operator_mode, tmp_path)
-        try:
-            cluster.create_deployment(namespace, "app", replicas=1)
-            cluster.apply(policy(namespace, "app", mode="Observe"))
-            eventually(lambda: cluster.condition(namespace, "app", "Ready"), 90,
-                       "the operator to report on the policy")
-            assert leftovers(cluster, release.name, [namespace]), "nothing was installed"
-            cluster.delete_policies(namespace)
-        finally:
-            operator.stop()
-        release.uninstall()
-        wait_until_gone(cluster, release.name, [namespace])
-        assert cluster.list(POLICIES, namespace) == []
-        assert release.helm("list", "--all", "-q").split() == []
-        crds = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
-        assert "customresourcedefinition.apiextensions.k8s.io/scalingpolicies.foreseer.dev" \
-            in crds
-    finally:
-        cluster.delete_namespace(namespace)
+def test_uninstall_leaves_no_resources_behind(launch: Launch) -> None:
+    stack = launch(Scenario("app", 1, Level(LOW)))
+    cluster, namespace, release = stack.cluster, stack.namespace, stack.release
+    cluster.apply(policy(namespace, "app", mode="Observe"))
+    eventually(lambda: cluster.condition(namespace, "app", "Ready"), 90,
+               "the operator to report on the policy")
+    assert leftovers(cluster, release.name, [namespace]), "nothing was installed"
+    assert release.name in release.listed()
+
+    stack.uninstall()  # policies deleted while the operator runs, operator stopped, uninstalled
+    wait_until_gone(cluster, release.name, [namespace])
+    assert cluster.list(POLICIES, namespace) == []
+    assert release.listed() == []
+    crds = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
+    assert "customresourcedefinition.apiextensions.k8s.io/scalingpolicies.foreseer.dev" \
+        in crds

@@ -17,7 +17,7 @@ import threading
 import kopf
 
 from foreseer.operator import handlers, settings, telemetry
-from foreseer.operator.settings import LoggingSettings, Settings
+from foreseer.operator.settings import LoggingSettings, ScopeSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,37 @@ def limit_malloc_arenas(arenas: int) -> bool:
     return bool(mallopt(M_ARENA_MAX, arenas))
 
 
+NAMESPACE_PATTERN_CHARACTERS = frozenset("*?!,")
+"""Characters that make a ``--namespaces`` entry a Kopf pattern rather than a name (Kopf's
+own test, in ``kopf._cogs.structs.references.select_specific_namespaces``)."""
+
+
+def is_exact_namespace(namespace: str) -> bool:
+    """True when Kopf takes ``namespace`` as a name, not a glob or negation to match."""
+    return NAMESPACE_PATTERN_CHARACTERS.isdisjoint(namespace)
+
+
+def kopf_settings(scope: ScopeSettings) -> kopf.OperatorSettings:
+    """Kopf's settings before the startup handler adds its own (peering, posting, finalizer).
+
+    Namespaced with exact names only (the chart's ``watchNamespaces`` allows nothing else),
+    Kopf's scanning is off. With scanning on, Kopf lists and watches *every* namespace at
+    cluster scope to match its namespaces against, even when they are exact names
+    (``kopf/_core/reactor/observation.py``: ``namespace_observer`` lists them whenever
+    ``not settings.scanning.disabled and not clusterwide``), and it watches CRDs cluster-wide;
+    a namespaced release has neither right, so every request was refused with 403, retried
+    with backoff and only then given up. Off, Kopf serves exactly the named namespaces and
+    asks for nothing cluster-wide; the cost is that a CRD created after the start is only
+    seen on a restart (Helm installs the chart's CRDs before the operator starts). With a
+    glob, or cluster-wide, scanning stays on: a glob needs the namespace listing (and the
+    list/watch rights on namespaces), and cluster-wide Kopf lists no namespaces at all.
+    """
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = (not scope.clusterwide
+                                  and all(map(is_exact_namespace, scope.namespaces)))
+    return settings
+
+
 class StartupError(Exception):
     """The operator cannot start (e.g. its port is taken); the message says why."""
 
@@ -102,6 +133,7 @@ async def operate(
     try:
         await kopf.operator(
             registry=registry,
+            settings=kopf_settings(config.scope),
             clusterwide=config.scope.clusterwide,
             namespaces=list(config.scope.namespaces),
             standalone=config.peering.standalone,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 from chart.rendering import NAMESPACE, RELEASE, VALUE_SETS, render
+from kopf._cogs.structs.references import select_specific_namespaces
+
+from foreseer.operator import running, settings
 
 # (apiGroup, resource) -> verbs: the whole allowance. `*/scale` is the only wildcard, and only
 # in the API groups the values list.
@@ -102,3 +106,46 @@ def test_the_cluster_role_is_bound_to_the_charts_service_account_only() -> None:
 def test_rbac_can_be_left_to_the_cluster_admin() -> None:
     kinds = render({"rbac": {"create": False}}).kinds()
     assert kinds.isdisjoint({"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"})
+
+
+def kopf_settings_of(values: dict[str, Any]) -> tuple[settings.Settings, Any]:
+    """The operator's settings from the rendered container's command line, and the Kopf
+    settings `foreseer run` starts Kopf with."""
+    command, *args = render(values).container()["args"]
+    assert command == "run"
+    parser = argparse.ArgumentParser()
+    running.add_arguments(parser)
+    loaded = settings.load(parser.parse_args(args), environ={})
+    return loaded, running.kopf_settings(loaded.scope)
+
+
+def test_a_namespaced_operator_needs_nothing_cluster_wide_from_kopf() -> None:
+    """Kopf lists and watches every namespace (and CRD) at cluster scope whenever its
+    scanning is on and it is not cluster-wide, even for exact names; the namespaced Roles
+    grant neither, so the operator starts Kopf with scanning off, on exact names only."""
+    loaded, kopf_settings = kopf_settings_of({"watchNamespaces": ["shop", "search"]})
+    assert not loaded.scope.clusterwide
+    assert kopf_settings.scanning.disabled
+    # Kopf's own reading of the names: every one served as is, none a pattern to match.
+    assert select_specific_namespaces(loaded.scope.namespaces) == {"shop", "search"}
+    granted = grants(all_rules({"watchNamespaces": ["shop", "search"]}))
+    assert ("", "namespaces") not in granted
+    assert ("apiextensions.k8s.io", "customresourcedefinitions") not in granted
+
+
+def test_a_cluster_wide_operator_keeps_kopfs_scanning() -> None:
+    """Cluster-wide, Kopf lists no namespaces (it watches across all of them at once)."""
+    loaded, kopf_settings = kopf_settings_of({})
+    assert loaded.scope.clusterwide
+    assert not kopf_settings.scanning.disabled
+
+
+@pytest.mark.parametrize(("namespaces", "exact"), [
+    (("shop",), True), (("shop", "search"), True), (("team-*",), False),
+    (("shop", "!kube-*"), False), (("shop?",), False)])
+def test_kopfs_scanning_is_off_only_for_exact_names(namespaces: tuple[str, ...],
+                                                     exact: bool) -> None:
+    scope = settings.ScopeSettings(namespaces=namespaces)
+    assert running.kopf_settings(scope).scanning.disabled is exact
+    # The same test as Kopf's: a glob keeps the scanning its matching needs.
+    assert (select_specific_namespaces(namespaces) == set(namespaces)) is exact
