@@ -42,7 +42,7 @@ def scoped(query: str, namespace: str) -> str:
     try:
         expr = promql_parser.parse(query)
     except ValueError as exc:
-        raise Unparsable(f"the query does not parse as PromQL ({exc})") from exc
+        raise Unparsable(f"the query is not PromQL (parse error: {exc})") from exc
     refusal: list[str] = []
 
     def restrict(node: promql_parser.Expr) -> promql_parser.Expr | None:
