@@ -27,6 +27,7 @@ from chart.rendering import (
 )
 
 from foreseer.operator import settings
+from foreseer.operator.scoping import QueryScope
 
 
 def oldest_supported_version() -> str:
@@ -219,3 +220,11 @@ def test_an_operator_run_outside_the_cluster_gets_rbac_but_no_pod() -> None:
     manifests = render(VALUE_SETS["local-operator"])
     assert manifests.one("Deployment")["spec"]["replicas"] == 0
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= manifests.kinds()
+
+
+def test_queries_are_scoped_to_the_policys_namespace_unless_the_release_opts_out() -> None:
+    default = parse_container_args(render({}).container()).prometheus
+    assert (default.query_scope, default.tenancy_parameter) == (QueryScope.NAMESPACE, None)
+    opted = parse_container_args(render({"prometheus": {
+        "queryScope": "cluster", "tenancyParameter": "namespace"}}).container()).prometheus
+    assert (opted.query_scope, opted.tenancy_parameter) == (QueryScope.CLUSTER, "namespace")
