@@ -23,16 +23,38 @@ autoscaler that is only tested against that would never see the failures it must
 - ``/api/v1/namespaces``: namespaces are created on first use, as they would exist in a cluster.
 - `Emulator.fail_next` injects faults (e.g. the next 2 PATCHes of /scale get 409).
 
-It also refuses what a real API server refuses and a lenient store would keep:
+It is also a strict bed: every request is admitted as kube-apiserver admits it, so what a real
+cluster refuses fails here too, in every test that goes through the HTTP API (the operator,
+Kopf, the `kubernetes` client, kubectl):
 
-- a body that is not strict JSON (``NaN``, ``Infinity``: Python's json writes them) gets
-  400 BadRequest, as kube-apiserver's decoder answers;
-- a create or write of a custom resource whose ``.spec`` (on the main resource) or
-  ``.status`` (on ``/status``) breaks the CRD's structural schema (types, enums, bounds)
-  gets 422 Invalid; CEL rules are not evaluated (tests/api checks those against the CRD);
-- an unknown field (outside ``x-kubernetes-preserve-unknown-fields``) gets 400 BadRequest
-  with ``?fieldValidation=Strict`` (kubectl's default), and is pruned otherwise, as a real
-  server prunes it.
+- a body that is not strict JSON gets 400 BadRequest with a Status, as the server's Go decoder
+  answers: ``NaN``, ``Infinity`` and ``-Infinity`` (which Python's json reads and writes)
+  like any malformed body ("error decoding patch: invalid character 'I' looking for
+  beginning of value").
+- a custom resource whose CRD has a schema is pruned, defaulted and validated on every write
+  (create, PUT, merge and JSON patch of the object, its ``/status`` and its ``/scale``),
+  in the server's order:
+
+  - unknown fields (not in the structural schema, not under
+    ``x-kubernetes-preserve-unknown-fields``) get 400 BadRequest with
+    ``?fieldValidation=Strict`` (kubectl's default; "strict decoding error: unknown field
+    "spec.x""); otherwise, as the server does by default, they are pruned, with a
+    ``Warning: 299 - "unknown field ..."`` header (none with ``fieldValidation=Ignore``).
+    A null where the schema is not nullable is dropped, so the field's default applies.
+  - the defaulted object is checked against the openAPIV3Schema (with `jsonschema`, through
+    ``tests/api/crd_validation.py``, which the CRD tests use too: types, enums, bounds,
+    patterns, ``required``, ``date-time``), the keys of ``x-kubernetes-list-type: map``
+    lists, then the CEL rules (``x-kubernetes-validations``); a violation is a 422 Invalid
+    naming each field ("status.forecast.mase: Invalid value: ..."). A status write validates
+    ``.status`` against ``properties.status``, any other write the rest. As on Kubernetes
+    1.30 and later (validation ratcheting), an update may keep a value that was already
+    invalid: only what the write changes must be valid.
+- a PUT of a custom resource without ``metadata.resourceVersion`` gets 422 (a CRD allows no
+  unconditional update), and a stale one gets 409 Conflict, as does a merge or JSON patch of
+  the object, ``/status`` or ``/scale`` that carries a stale one.
+
+`Emulator.create_object` seeds an object without admission (e.g. one stored before the CRD
+changed); `Emulator.patch_object` is admitted like kubectl's patch.
 
 Use it through `serving()`, which also closes the watch streams before the HTTP server stops
 (aiohttp would otherwise wait a minute per open stream)::
@@ -55,7 +77,7 @@ import pathlib
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -63,8 +85,9 @@ import attrs
 import jsonpatch
 import jsonschema
 import kmock
+import multidict
 import yaml
-from api.crd_validation import as_json_schema
+from api.crd_validation import as_json_schema, cel_errors
 from kmock._internal import apps, dicts, rendering
 
 Body = dict[str, Any]
@@ -84,6 +107,10 @@ _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _MERGE_TYPES = {"application/merge-patch+json", "application/json"}
 _STRATEGIC = "application/strategic-merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
+_APPLY_PATCH = "application/apply-patch+yaml"
+# Top-level fields every object has whatever its CRD schema says: never pruned or validated.
+_ROOT_META = ("apiVersion", "kind", "metadata")
+_FIELD_VALIDATION = ("Ignore", "Warn", "Strict")
 
 
 @attrs.frozen
@@ -107,6 +134,114 @@ def _conflict(resource: kmock.resource, name: str) -> ApiError:
 def _invalid(resource: kmock.resource, name: str, message: str) -> ApiError:
     return ApiError(422, "Invalid", f'{_qualified(resource)} "{name}" is invalid: {message}',
                     {"name": name, "group": resource.group, "kind": resource.plural})
+
+
+def _invalid_fields(resource: kmock.resource, name: str, errors: list[str]) -> ApiError:
+    """422 Invalid naming every offending field, as the API server words it: one error bare,
+    several in brackets; ``details.causes`` carries one cause per field."""
+    message = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+    error = _invalid(resource, name, message)
+    causes = [{"reason": "FieldValueInvalid", "message": e, "field": e.split(":", 1)[0]}
+              for e in errors]
+    return attrs.evolve(error, details={**error.details, "causes": causes})
+
+
+class _NotJsonError(ValueError):
+    """A request body that a real API server cannot decode (it is not strict JSON)."""
+
+
+def _strict_json(text: str | bytes) -> Any:
+    """A body as a real API server decodes it: strict JSON. Python's json reads (and writes)
+    ``NaN``, ``Infinity`` and ``-Infinity``; Go's does not, and neither does the server."""
+
+    def refuse(constant: str) -> Any:
+        if constant.startswith("-"):
+            raise _NotJsonError(f"invalid character {constant[1]!r} in numeric literal")
+        raise _NotJsonError(f"invalid character {constant[0]!r} looking for beginning of value")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except _NotJsonError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise _NotJsonError(str(exc)) from exc
+
+
+def _undecodable(method: str, error: _NotJsonError) -> ApiError:
+    if method == "PATCH":
+        return ApiError(400, "BadRequest", f"error decoding patch: {error}")
+    return ApiError(400, "BadRequest", f"couldn't get version/kind; json parse error: {error}")
+
+
+def _require_json(method: str, body: Any) -> None:
+    """Refuse a body a client could not have sent as JSON (for the in-process helpers)."""
+    try:
+        json.dumps(body, allow_nan=False)
+    except ValueError as exc:  # "Out of range float values are not JSON compliant"
+        raise _undecodable(method, _NotJsonError(str(exc))) from exc
+
+
+@attrs.define
+class _Admission:
+    """How one write treats fields its CRD schema does not know (``?fieldValidation=``), and
+    the warnings it collects for the response's ``Warning`` headers."""
+
+    mode: str = "Warn"
+    """Strict: 400 BadRequest; Warn (a real server's default): prune them, with a warning;
+    Ignore: prune them silently."""
+    validate: bool = True
+    """False for a test's seed (`Emulator.create_object`): pruned and defaulted only."""
+    warnings: list[str] = attrs.field(factory=list)
+
+    @classmethod
+    def of(cls, params: Mapping[str, str]) -> _Admission:
+        mode = params.get("fieldValidation") or "Warn"
+        if mode not in _FIELD_VALIDATION:
+            raise ApiError(400, "BadRequest", f'fieldValidation: Unsupported value: "{mode}": '
+                           f"supported values: {', '.join(map(json.dumps, _FIELD_VALIDATION))}")
+        return cls(mode)
+
+
+@attrs.frozen
+class _Schema:
+    """A served version's structural schema, ready to prune, default and validate with."""
+
+    root: Body
+    whole: jsonschema.Draft4Validator
+    """The object without apiVersion, kind and metadata, against the whole schema."""
+    status: jsonschema.Draft4Validator
+    """``.status`` alone, against ``properties.status`` (writes of the status subresource)."""
+
+    @classmethod
+    def of(cls, root: Body) -> _Schema:
+        status = (root.get("properties") or {}).get("status") or {}
+        whole, part = as_json_schema(_without_root_meta(root)), as_json_schema(status)
+        for schema in (whole, part):
+            jsonschema.Draft4Validator.check_schema(schema)
+        return cls(root, jsonschema.Draft4Validator(whole, format_checker=_FORMATS),
+                   jsonschema.Draft4Validator(part, format_checker=_FORMATS))
+
+
+def _without_root_meta(root: Body) -> Body:
+    """The root schema without apiVersion, kind and metadata, which the server handles itself
+    (a CRD need not declare them, and pruning never removes them)."""
+    properties = {k: v for k, v in (root.get("properties") or {}).items() if k not in _ROOT_META}
+    return {**root, "properties": properties} if "properties" in root else dict(root)
+
+
+# The formats the API server checks in this project's CRDs. jsonschema checks date-time only
+# with an optional package (rfc3339-validator), so it is given here; other formats pass.
+_FORMATS = jsonschema.FormatChecker(())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # the type keyword reports a non-string
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", value):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time")
+    datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    return True
 
 
 def _qualified(resource: kmock.resource) -> str:
@@ -168,6 +303,9 @@ class Emulator(kmock.KubernetesEmulator):
     """Requests kept in ``emulator.requests`` for assertions; bounds memory likewise."""
     watch_log_limit: int = 10_000
     """Events kept per resource for watches that resume from a resourceVersion (older: 410)."""
+    warnings: list[str] = attrs.field(factory=list, init=False)
+    """Every ``Warning`` header sent, as "METHOD path: warning" (e.g. a pruned unknown field
+    that the client may not have meant to lose); bounded like the request log."""
 
     _counter: Callable[[], int] = attrs.field(factory=lambda: itertools.count(1).__next__,
                                               init=False)
@@ -180,7 +318,7 @@ class Emulator(kmock.KubernetesEmulator):
     _scale_paths: dict[kmock.resource, tuple[str, str, str | None]] = attrs.field(
         factory=dict, init=False)
     _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
-    _schemas: dict[kmock.resource, Body] = attrs.field(factory=dict, init=False)
+    _schemas: dict[kmock.resource, _Schema] = attrs.field(factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     # The current body of every live object, by resource: kmock's store keeps each object's
     # whole version history behind views that are slow to walk, and a list or watch would
@@ -215,7 +353,9 @@ class Emulator(kmock.KubernetesEmulator):
             )
             self._custom.add(res)
             self._columns[res] = list(version.get("additionalPrinterColumns", []))
-            self._schemas[res] = version.get("schema", {}).get("openAPIV3Schema", {})
+            schema = version.get("schema", {}).get("openAPIV3Schema", {})
+            if schema:  # apiextensions.k8s.io/v1 requires one; a test's CRD may leave it out
+                self._schemas[res] = _Schema.of(schema)
             scale = version.get("subresources", {}).get("scale")
             if scale is not None:
                 self._scale_paths[res] = (scale["specReplicasPath"], scale["statusReplicasPath"],
@@ -257,22 +397,35 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def create_object(self, resource: kmock.resource | str, body: Mapping[str, Any],
                      namespace: str | None = None) -> Body:
-        """Create an object as a POST would (stamped metadata, watch event); returns it."""
+        """Create an object as a POST would (stamped metadata, watch event); returns it.
+
+        A seed, not a request: it keeps ``.status`` (e.g. a Deployment that is already ready)
+        and is not validated, as if it had been stored before the CRD's current schema; it is
+        pruned and defaulted as a real server shows such an object. Test admission through
+        the HTTP API instead.
+        """
         resource = kmock.resource(resource)
         if resource not in self.resources:
             raise ValueError(f"unknown resource {resource}; install its CRD first")
         namespace = namespace or body.get("metadata", {}).get("namespace")
         async with self._lock:
             return copy.deepcopy(self._create(resource, namespace, copy.deepcopy(dict(body)),
+                                              _Admission("Ignore", validate=False),
                                               keep_status=True))
 
     async def patch_object(self, resource: kmock.resource | str, namespace: str | None, name: str,
                     patch: Mapping[str, Any], subresource: str | None = None) -> Body:
-        """Merge-patch an object (or its /status or /scale) as a client would; returns it."""
+        """Merge-patch an object (or its /status or /scale) as a client would; returns it.
+
+        Admitted as kubectl's patch would be (``fieldValidation=Strict``): a patch the API
+        server would refuse raises `ApiError` (400, 409 or 422).
+        """
         resource = kmock.resource(resource)
+        _require_json("PATCH", patch)
         async with self._lock:
             return copy.deepcopy(self._write(resource, namespace, name, subresource, "PATCH",
-                                             "application/merge-patch+json", dict(patch)))
+                                             "application/merge-patch+json", dict(patch),
+                                             _Admission("Strict")))
 
     async def delete_object(self, resource: kmock.resource | str, namespace: str | None,
                      name: str) -> None:
@@ -348,9 +501,6 @@ class Emulator(kmock.KubernetesEmulator):
         return listing  # type: ignore[no-any-return]
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        refusal = _not_strict_json(await raw.read())  # aiohttp keeps the body for kmock
-        if refusal is not None:
-            return _status_response(ApiError(400, "BadRequest", refusal))
         match = _NAMESPACE_PATH.fullmatch(raw.path)
         if match is None:
             response = await super().__call__(raw)
@@ -361,7 +511,7 @@ class Emulator(kmock.KubernetesEmulator):
         body = await raw.read()
         request = rendering.Request(
             method=raw.method, url=raw.url, params=dict(raw.query), headers=dict(raw.headers),
-            body=body, data=json.loads(body) if body else None, raw_request=raw,
+            body=body, data=None, raw_request=raw,  # `_handle` decodes the body, strictly
             action=kmock.action.WATCH if raw.query.get("watch") == "true" else None,
             resource=NAMESPACES, namespace=None, name=match[1], subresource=match[2])
         return await self._handle(request)
@@ -370,7 +520,12 @@ class Emulator(kmock.KubernetesEmulator):
         resource = request.resource
         if resource is None or resource.plural is None:
             return await apps.RawHandler._handle(self, request)  # discovery & custom reactions
+        admission = _Admission()
         try:
+            # kmock has recorded the request (for assertions) and parsed its body leniently.
+            data = _decoded(request)
+            if request.method.value in ("POST", "PUT", "PATCH"):
+                admission = _Admission.of(request.params)
             for fault in self._faults:
                 if fault.matches(request):
                     fault.hits += 1
@@ -379,13 +534,20 @@ class Emulator(kmock.KubernetesEmulator):
                     await fault.hook()
             if request.method.value == "GET" and request.params.get("watch") in ("true", "1"):
                 return await self._watch(request)
-            result = await self._serve(request)
+            result = await self._serve(request, data, admission)
         except kmock.KubernetesError as exc:
             return _status_response(exc)
         created = request.method.value == "POST"
-        return aiohttp.web.json_response(result, status=201 if created else 200)
+        # One header per warning, as the API server sends them (e.g. a pruned unknown field).
+        warnings = multidict.CIMultiDict(("Warning", f"299 - {json.dumps(warning)}")
+                                         for warning in admission.warnings)
+        self.warnings += [f"{request.method.value} {request.url.path}: {warning}"
+                          for warning in admission.warnings]
+        del self.warnings[: max(0, len(self.warnings) - self.request_log_limit)]
+        return aiohttp.web.json_response(result, status=201 if created else 200,
+                                         headers=warnings)
 
-    async def _serve(self, request: rendering.Request) -> Body:
+    async def _serve(self, request: rendering.Request, data: Any, admission: _Admission) -> Body:
         resource, name, sub = request.resource, request.name, request.subresource
         assert resource is not None
         if resource not in self.resources:
@@ -403,13 +565,14 @@ class Emulator(kmock.KubernetesEmulator):
             if method == "GET":
                 body = self._read(resource, namespace, name, sub)
                 return self._table(resource, [body]) if as_table and sub is None else body
-            strict = request.params.get("fieldValidation") == "Strict"
             if method == "POST" and name is None:
-                return self._create(resource, namespace, dict(request.data or {}),
-                                    strict=strict, checked=True)
+                if not isinstance(data, dict | None):
+                    raise ApiError(400, "BadRequest", "couldn't get version/kind; json parse "
+                                   f"error: a JSON {type(data).__name__} is not an object")
+                return self._create(resource, namespace, dict(data or {}), admission)
             if method in ("PATCH", "PUT") and name is not None:
-                return self._write(resource, namespace, name, sub, method, content_type,
-                                   request.data, strict)
+                return self._write(resource, namespace, name, sub, method, content_type, data,
+                                   admission)
             if method == "DELETE" and name is not None and sub is None:
                 return self._delete(resource, namespace, name)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {request.url.path}")
@@ -426,7 +589,7 @@ class Emulator(kmock.KubernetesEmulator):
         raise _not_found(resource, f"{name}/{sub}")
 
     def _create(self, resource: kmock.resource, namespace: str | None, body: Body,
-                keep_status: bool = False, strict: bool = False, checked: bool = False) -> Body:
+                admission: _Admission, keep_status: bool = False) -> Body:
         meta = body.setdefault("metadata", {})
         if self.resources[resource].namespaced:
             namespace = namespace or meta.get("namespace") or "default"
@@ -453,20 +616,24 @@ class Emulator(kmock.KubernetesEmulator):
         body.setdefault("kind", info.kind)
         for field in ("resourceVersion", "deletionTimestamp"):
             meta.pop(field, None)
-        _apply_defaults(body, self._schemas.get(resource, {}))
-        if checked:  # a request from a client; a test's own create() may seed anything
-            self._check_part(resource, name, body, "spec", strict)
+        body = self._admit(resource, body, admission, "all")
+        meta = body["metadata"]
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         return self._store_new(resource, namespace, body)
 
     def _write(self, resource: kmock.resource, namespace: str | None, name: str, sub: str | None,
-               method: str, content_type: str, data: Any, strict: bool = False) -> Body:
+               method: str, content_type: str, data: Any, admission: _Admission) -> Body:
         current = self._require(resource, namespace, name)
         if sub == "scale" and self._has_sub(resource, "scale"):
-            return self._write_scale(resource, current, method, content_type, data)
+            return self._write_scale(resource, current, method, content_type, data, admission)
         if sub not in (None, "status") or (sub == "status"
                                            and not self._has_sub(resource, "status")):
             raise _not_found(resource, f"{name}/{sub}")
+        if (method == "PUT" and resource in self._custom and isinstance(data, dict)
+                and not (data.get("metadata") or {}).get("resourceVersion")):
+            # A custom resource allows no unconditional update (a builtin like a Deployment does).
+            raise _invalid_fields(resource, name, ["metadata.resourceVersion: Invalid value: "
+                                                   "0x0: must be specified for an update"])
         proposed = self._apply(resource, current, method, content_type, data)
         if self._has_sub(resource, "status"):
             # A status write may change only .status; any other write never changes .status.
@@ -478,38 +645,66 @@ class Emulator(kmock.KubernetesEmulator):
             if sub == "status":
                 merged["metadata"] = copy.deepcopy(current["metadata"])
             proposed = merged
-        if sub == "status" or not self._has_sub(resource, "status"):
-            self._check_part(resource, name, proposed, "status", strict)
-        if sub is None:
-            self._check_part(resource, name, proposed, "spec", strict)
+        proposed = self._admit(resource, proposed, admission,
+                               "status" if sub == "status" else "main", current)
         return self._store_update(resource, current, proposed)
 
-    def _check_part(self, resource: kmock.resource, name: str, body: Body, part: str,
-                    strict: bool) -> None:
-        """Hold ``body[part]`` to the CRD's structural schema, as a real server: unknown
-        fields are a 400 when `strict`, else pruned; any other violation is a 422."""
-        schema = self._schemas.get(resource, {}).get("properties", {}).get(part)
-        if schema is None or part not in body:
-            return
-        validator = jsonschema.Draft4Validator(as_json_schema(schema))
-        unknown = [e for e in validator.iter_errors(body[part])
-                   if e.validator == "additionalProperties"]
-        for error in unknown:
-            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            where = ".".join([part, *(str(p) for p in error.absolute_path)])
-            if strict:
-                raise ApiError(400, "BadRequest", f'strict decoding error: unknown field '
-                                                  f'"{where}.{extra[0]}"')
-            for key in extra:
-                error.instance.pop(key, None)
-        errors = sorted(validator.iter_errors(body[part]), key=lambda e: list(e.absolute_path))
+    def _admit(self, resource: kmock.resource, body: Body, admission: _Admission, part: str,
+               old: Body | None = None) -> Body:
+        """`body` as the API server would store it, or the error it would answer instead.
+
+        For a resource whose CRD has a schema: unknown fields are pruned (400 under
+        ``fieldValidation=Strict``), defaults filled in, then the object is validated (422
+        naming every field) against the structural schema, the list-map keys and the CEL
+        rules. `part` is what the write changes and so what is validated: "status" (a status
+        write), "main" (any other write: all but a status subresource's ``.status``) or "all".
+        On an update, an error in a value the write left as it was (`old`) is let through, as
+        the API server's validation ratcheting does (Kubernetes 1.30 and later).
+        """
+        schema = self._schemas.get(resource)
+        if schema is None:
+            return body  # a builtin (or a schemaless test CRD): taken as it is
+        unknown: list[str] = []
+        content = _prune({k: v for k, v in body.items() if k not in _ROOT_META},
+                         schema.root, "", unknown)
+        if unknown and admission.mode == "Strict":
+            kind = self.resources[resource].kind
+            raise ApiError(400, "BadRequest",
+                           f'{kind} in version "{resource.version}" cannot be handled as a '
+                           f"{kind}: strict decoding error: "
+                           + ", ".join(f'unknown field "{path}"' for path in unknown))
+        if admission.mode == "Warn":
+            admission.warnings += [f'unknown field "{path}"' for path in unknown]
+        admitted = {**{k: body[k] for k in _ROOT_META if k in body}, **content}
+        _apply_defaults(admitted, schema.root)
+        if not admission.validate:
+            return admitted
+        before = {k: v for k, v in (old or {}).items() if k not in _ROOT_META}
+        if part == "status":
+            checked = {"status": admitted["status"]} if "status" in admitted else {}
+            errors = _schema_errors(schema.status, checked.get("status"), "status",
+                                    before.get("status"), old is not None) if checked else []
+        else:
+            skipped = ("status",) if part == "main" and self._has_sub(resource, "status") else ()
+            checked = {k: v for k, v in admitted.items()
+                       if k not in _ROOT_META and k not in skipped}
+            before = {k: v for k, v in before.items() if k not in skipped}
+            errors = _schema_errors(schema.whole, checked, "", before, old is not None)
+        errors += [e for e in _duplicate_keys(checked, schema.root, "")
+                   if e not in _duplicate_keys(before, schema.root, "")]
+        properties = schema.root.get("properties") or {}
+        if not errors:  # CEL rules run on schema-valid objects only, as on a real server
+            for key, value in checked.items():
+                if old is None or before.get(key) != value:
+                    found = cel_errors(value, properties.get(key) or {}, key)
+                    errors += [e for e in found if old is None or e not in cel_errors(
+                        before.get(key), properties.get(key) or {}, key)]
         if errors:
-            raise _invalid(resource, name, "; ".join(
-                f"{'.'.join([part, *(str(p) for p in e.absolute_path)])}: {e.message}"
-                for e in errors[:5]))
+            raise _invalid_fields(resource, body["metadata"].get("name", ""), errors)
+        return admitted
 
     def _write_scale(self, resource: kmock.resource, current: Body, method: str,
-                     content_type: str, data: Any) -> Body:
+                     content_type: str, data: Any, admission: _Admission) -> Body:
         scale = self._scale_of(resource, current)
         proposed = self._apply(resource, scale, method, content_type, data)
         replicas = proposed.get("spec", {}).get("replicas")
@@ -524,6 +719,7 @@ class Emulator(kmock.KubernetesEmulator):
         for part in parents:
             target = target.setdefault(part, {})
         target[leaf] = replicas
+        updated = self._admit(resource, updated, admission, "main", current)
         return self._scale_of(resource, self._store_update(resource, current, updated))
 
     def _apply(self, resource: kmock.resource, current: Body, method: str, content_type: str,
@@ -555,8 +751,11 @@ class Emulator(kmock.KubernetesEmulator):
             proposed = dict(dicts.merge_patch_dict(current, data))
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
-        meta = (data.get("metadata") or {}) if isinstance(data, dict) else {}
-        wanted = meta.get("resourceVersion")
+        if not isinstance(proposed, dict):
+            raise _invalid(resource, name, "the patched object is not a JSON object")
+        # The precondition is the resourceVersion the written object carries: the PUT body's,
+        # or what a merge or JSON patch left there (the current one unless the patch set it).
+        wanted = (proposed.get("metadata") or {}).get("resourceVersion")
         if wanted not in (None, "") and wanted != current["metadata"]["resourceVersion"]:
             raise _conflict(resource, name)
         return proposed
@@ -597,7 +796,6 @@ class Emulator(kmock.KubernetesEmulator):
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
-        _apply_defaults(proposed, self._schemas.get(resource, {}))
         if _spec_part(proposed) != _spec_part(current):
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         meta["resourceVersion"] = old_meta["resourceVersion"]
@@ -768,19 +966,15 @@ class Emulator(kmock.KubernetesEmulator):
         return response
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
-
-
-def _not_strict_json(body: bytes) -> str | None:
-    """Why ``body`` is not strict JSON (NaN and ±Infinity are not JSON), or None."""
-    if not body:
-        return None
+def _decoded(request: rendering.Request) -> Any:
+    """The request body, decoded strictly (400 BadRequest for NaN, ±Infinity or non-JSON)."""
+    content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
+    if not request.body or content_type == _APPLY_PATCH:
+        return request.data  # nothing to decode; a YAML apply patch is refused with 415 later
     try:
-        json.loads(body, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        return f"error decoding the body: {exc}"
-    return None
+        return _strict_json(request.body)
+    except _NotJsonError as exc:
+        raise _undecodable(request.method.value, exc) from exc
 
 
 def _status_response(exc: kmock.KubernetesError) -> aiohttp.web.Response:
@@ -809,6 +1003,90 @@ def _apply_defaults(value: Any, schema: Mapping[str, Any]) -> None:
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for item in value:
             _apply_defaults(item, schema["items"])
+
+
+def _prune(value: Any, schema: Mapping[str, Any], path: str, unknown: list[str]) -> Any:
+    """`value` as the API server keeps it under a structural schema: a field the schema does
+    not declare is dropped (its path added to `unknown`) unless the object has
+    ``x-kubernetes-preserve-unknown-fields``, and a null where the schema is not nullable is
+    dropped, so that the field's default (if any) applies."""
+    if isinstance(value, dict) and schema.get("type", "object") == "object":
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        embedded = schema.get("x-kubernetes-embedded-resource")
+        kept: dict[str, Any] = {}
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is None:
+                if schema.get("x-kubernetes-preserve-unknown-fields") or (
+                        embedded and key in _ROOT_META):
+                    kept[key] = item
+                else:
+                    unknown.append(where)
+            elif item is not None or sub.get("nullable"):
+                kept[key] = _prune(item, sub, where, unknown)
+        return kept
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_prune(item, schema["items"], f"{path}[{i}]", unknown)
+                for i, item in enumerate(value)]
+    return value
+
+
+def _unchanged(old: Any, path: Iterable[str | int], value: Any) -> bool:
+    """Whether `old` holds `value` at `path` (a path of keys and indexes)."""
+    for part in path:
+        present = (isinstance(old, list) and isinstance(part, int) and part < len(old)) or (
+            isinstance(old, dict) and part in old)
+        if not present:
+            return False
+        old = old[part]
+    return bool(old == value)
+
+
+def _duplicate_keys(value: Any, schema: Mapping[str, Any], path: str) -> list[str]:
+    """Entries of an ``x-kubernetes-list-type: map`` list that repeat another's keys (e.g. two
+    conditions of one type), which the API server refuses."""
+    errors = []
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value:
+                errors += _duplicate_keys(value[key], sub, f"{path}.{key}" if path else key)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        seen = set()
+        for i, item in enumerate(value):
+            if schema.get("x-kubernetes-list-type") == "map" and isinstance(item, dict):
+                identity = json.dumps({key: item.get(key) for key in keys}, sort_keys=True)
+                if identity in seen:
+                    errors.append(f"{path}[{i}]: Duplicate value: {identity}")
+                seen.add(identity)
+            errors += _duplicate_keys(item, schema["items"], f"{path}[{i}]")
+    return errors
+
+
+def _schema_errors(validator: jsonschema.Draft4Validator, instance: Any, prefix: str,
+                   old: Any, ratchet: bool) -> list[str]:
+    """Schema violations as the API server reports them: "field: Required value" or
+    "field: Invalid value: <value>: <why>". With `ratchet` (an update), a violation in a value
+    that is as it was in `old` is not one (validation ratcheting)."""
+    errors: list[str] = []
+    for error in validator.iter_errors(instance):
+        if ratchet and _unchanged(old, error.absolute_path, error.instance):
+            continue
+        path = prefix
+        for part in error.absolute_path:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+        if error.validator == "required":  # one error per missing name, each naming them all
+            found = [f"{path}.{name}: Required value" if path else f"{name}: Required value"
+                     for name in error.validator_value
+                     if isinstance(error.instance, dict) and name not in error.instance]
+        else:
+            shown = ('"object"' if isinstance(error.instance, dict) else '"array"'
+                     if isinstance(error.instance, list) else json.dumps(error.instance))
+            found = [f"{path or '<root>'}: Invalid value: {shown}: {error.message}"]
+        errors += [e for e in found if e not in errors]
+    return errors
 
 
 def _cell(value: Any, kind: str) -> Any:

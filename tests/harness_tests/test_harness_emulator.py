@@ -270,10 +270,18 @@ async def test_kubectl_can_discover_list_and_scale_against_the_emulator(
 
 async def _send(emulator: Emulator, method: str, path: str, body: bytes,
                 content_type: str = "application/merge-patch+json") -> tuple[int, dict[str, Any]]:
+    code, answer, _ = await _exchange(emulator, method, path, body, content_type)
+    return code, answer
+
+
+async def _exchange(emulator: Emulator, method: str, path: str, body: bytes,
+                    content_type: str = "application/merge-patch+json",
+                    ) -> tuple[int, dict[str, Any], list[str]]:
+    """Status code, JSON answer and ``Warning`` headers of one raw request."""
     async with aiohttp.ClientSession() as session, session.request(
             method, f"{str(emulator.url).rstrip('/')}{path}", data=body,
             headers={"Content-Type": content_type}) as response:
-        return response.status, await response.json()
+        return response.status, await response.json(), response.headers.getall("Warning", [])
 
 
 async def _scalingpolicy(emulator: Emulator) -> str:
@@ -346,3 +354,200 @@ async def test_a_spec_that_breaks_the_crd_schema_is_refused_with_422_on_create_a
                                json.dumps({"spec": {"mode": "Sometimes"}}).encode())
     assert (code, answer["reason"]) == (422, "Invalid")
     assert emulator.read_object(POLICY_RESOURCE, "shop", "web")["spec"].get("mode") != "Sometimes"
+
+
+POLICIES_PATH = "/apis/foreseer.dev/v1alpha1/namespaces/shop/scalingpolicies"
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(("method", "path", "body", "says"), [
+    ("POST", "", b'{"metadata": {"name": "api"}, "spec": {"maxReplicas": NaN}}',
+     "json parse error: invalid character 'N' looking for beginning of value"),
+    ("PUT", "/web", b'{"metadata": {"name": "web"}, "spec": {"maxReplicas": Infinity}}',
+     "invalid character 'I' looking for beginning of value"),
+    ("PATCH", "/web", b'{"spec": {"maxReplicas": -Infinity}}',
+     "error decoding patch: invalid character 'I' in numeric literal"),
+    ("PATCH", "/web", b'{"spec": {"maxReplicas": 3', "error decoding patch"),
+], ids=["create-nan", "put-infinity", "patch-minus-infinity", "truncated"])
+async def test_a_body_that_is_not_strict_json_is_refused_with_400_on_every_write(
+        emulator: Emulator, method: str, path: str, body: bytes, says: str) -> None:
+    await _scalingpolicy(emulator)
+    before = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    code, answer = await _send(emulator, method, POLICIES_PATH + path, body,
+                               "application/json" if method != "PATCH" else
+                               "application/merge-patch+json")
+    assert (code, answer["kind"], answer["reason"]) == (400, "Status", "BadRequest")
+    assert says in answer["message"]
+    assert emulator.list_objects(POLICY_RESOURCE, "shop") == [before]
+    assert any(r.method.value == method for r in emulator)  # refused, yet recorded
+
+
+async def test_a_status_patch_through_the_kubernetes_client_with_nan_is_refused_with_400(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    await _scalingpolicy(emulator)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    with pytest.raises(ApiException) as raised:  # the client writes NaN, as json.dumps does
+        await call(custom.patch_namespaced_custom_object_status, "foreseer.dev", "v1alpha1",
+                   "shop", "scalingpolicies", "web",
+                   {"status": {"forecast": {"value": float("nan")}}})
+    assert raised.value.status == 400
+    assert json.loads(raised.value.body)["reason"] == "BadRequest"
+
+
+async def test_a_json_patch_of_the_status_that_breaks_the_schema_is_refused_with_422(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    patch = [{"op": "add", "path": "/status", "value": {
+        "breaker": {"state": "Ajar", "failures": -1}}}]
+    code, answer = await _send(emulator, "PATCH", path, _dumps(patch),
+                               "application/json-patch+json")
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "status.breaker.state: Invalid value: \"Ajar\"" in answer["message"]
+    assert "status.breaker.failures: Invalid value: -1" in answer["message"]
+    assert {c["field"] for c in answer["details"]["causes"]} == {
+        "status.breaker.state", "status.breaker.failures"}
+    assert "status" not in emulator.read_object(POLICY_RESOURCE, "shop", "web")
+
+
+async def test_a_put_of_the_status_that_breaks_the_schema_is_refused_with_422(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    body = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    body["status"] = {"lastScaleTime": "yesterday", "desiredReplicas": 2.5}
+    code, answer = await _send(emulator, "PUT", path, _dumps(body), "application/json")
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "status.lastScaleTime" in answer["message"] and "date-time" in answer["message"]
+    assert "status.desiredReplicas: Invalid value: 2.5" in answer["message"]
+    body["status"] = {"lastScaleTime": "2026-01-02T03:04:05Z", "desiredReplicas": 2}
+    code, answer = await _send(emulator, "PUT", path, _dumps(body), "application/json")
+    assert code == 200 and answer["status"]["desiredReplicas"] == 2
+
+
+async def test_a_put_of_a_spec_that_breaks_the_schema_is_refused_with_422(
+        emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    body = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    body["spec"]["metrics"] = [{"name": "rps", "query": "x"}]  # no targetPerReplica
+    code, answer = await _send(emulator, "PUT", f"{POLICIES_PATH}/web", _dumps(body),
+                               "application/json")
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "spec.metrics[0].targetPerReplica: Required value" in answer["message"]
+
+
+async def test_two_conditions_of_one_type_are_refused_with_422_as_a_list_map(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    ready = {"type": "Ready", "status": "True", "reason": "Scaling",
+             "lastTransitionTime": "2026-01-02T03:04:05Z"}
+    code, answer = await _send(emulator, "PATCH", path, _dumps(
+        {"status": {"conditions": [ready, {**ready, "status": "False"}]}}))
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "status.conditions[1]: Duplicate value" in answer["message"]
+
+
+async def test_a_spec_that_breaks_a_cel_rule_is_refused_with_422(emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    code, answer = await _send(emulator, "PATCH", f"{POLICIES_PATH}/web",
+                               _dumps({"spec": {"minReplicas": 9}}))  # maxReplicas is 5
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "spec.minReplicas: minReplicas must not exceed maxReplicas" in answer["message"]
+
+
+async def test_an_unknown_field_is_pruned_with_a_warning_header_by_default_and_silently_on_ignore(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    code, answer, warnings = await _exchange(emulator, "PATCH", path, _dumps(
+        {"status": {"forecast": {"mase": 0.5, "maze": 1}, "kopf": {"progress": {}}}}))
+    assert code == 200 and answer["status"]["forecast"] == {"mase": 0.5, "trusted": False}
+    assert answer["status"]["kopf"] == {"progress": {}}  # status preserves unknown fields
+    assert warnings == ['299 - "unknown field \\"status.forecast.maze\\""']
+    assert emulator.warnings == [f'PATCH {path}: unknown field "status.forecast.maze"']
+    code, _, warnings = await _exchange(emulator, "PATCH", f"{path}?fieldValidation=Ignore",
+                                        _dumps({"status": {"breaker": {"sate": "Open"}}}))
+    assert (code, warnings) == (200, [])
+    assert "sate" not in emulator.read_object(POLICY_RESOURCE, "shop", "web")["status"]["breaker"]
+
+
+async def test_an_unknown_field_in_a_patch_is_refused_with_400_under_strict_field_validation(
+        emulator: Emulator) -> None:
+    path = await _scalingpolicy(emulator)
+    code, answer = await _send(emulator, "PATCH", f"{path}?fieldValidation=Strict",
+                               _dumps({"status": {"recommendation": {"finale": 3}}}))
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert 'strict decoding error: unknown field "status.recommendation.finale"' in answer[
+        "message"]
+    code, answer = await _send(emulator, "PATCH", f"{path}?fieldValidation=Sometimes", b"{}")
+    assert (code, answer["reason"]) == (400, "BadRequest")
+    assert "status" not in emulator.read_object(POLICY_RESOURCE, "shop", "web")
+
+
+async def test_a_null_for_a_field_that_is_not_nullable_is_dropped_and_then_defaulted(
+        emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    body = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    body["spec"].update(mode=None, minReplicas=None)
+    code, answer = await _send(emulator, "PUT", f"{POLICIES_PATH}/web", _dumps(body),
+                               "application/json")
+    assert code == 200
+    assert answer["spec"]["mode"] == "Auto" and answer["spec"]["minReplicas"] == 1
+
+
+async def test_an_update_may_keep_a_value_that_was_already_invalid_but_not_change_it(
+        emulator: Emulator) -> None:
+    await emulator.create_object(POLICY_RESOURCE, {  # a seed, as if stored before the schema
+        "metadata": {"name": "old", "namespace": "shop"}, "spec": {"maxReplicas": 0}})
+    code, _ = await _send(emulator, "PATCH", f"{POLICIES_PATH}/old",
+                          _dumps({"metadata": {"labels": {"team": "a"}}}))
+    assert code == 200  # ratcheting: the finalizer or label patch of an old object goes through
+    code, answer = await _send(emulator, "PATCH", f"{POLICIES_PATH}/old",
+                               _dumps({"spec": {"maxReplicas": -1}}))
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "spec.maxReplicas: Invalid value: -1" in answer["message"]
+
+
+async def test_a_stale_resource_version_on_a_status_or_scale_patch_or_a_put_is_refused_with_409(
+        emulator: Emulator) -> None:
+    status_path = await _scalingpolicy(emulator)
+    old = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    stale = old["metadata"]["resourceVersion"]
+    await emulator.patch_object(POLICY_RESOURCE, "shop", "web", {"spec": {"maxReplicas": 6}})
+    old["spec"]["maxReplicas"] = 9
+    writes = [
+        ("PATCH", status_path, {"metadata": {"resourceVersion": stale},
+                                "status": {"desiredReplicas": 9}}, "application/merge-patch+json"),
+        ("PUT", status_path, {**old, "status": {"desiredReplicas": 9}}, "application/json"),
+        ("PUT", f"{POLICIES_PATH}/web", old, "application/json"),
+        ("PATCH", f"{POLICIES_PATH}/web", [
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": stale},
+            {"op": "replace", "path": "/spec/maxReplicas", "value": 9}],
+         "application/json-patch+json"),
+    ]
+    await emulator.create_object(DEPLOYMENTS, deployment("api", "shop", 2))
+    stale_scale = emulator.read_object(DEPLOYMENTS, "shop", "api")["metadata"]["resourceVersion"]
+    await emulator.patch_object(DEPLOYMENTS, "shop", "api", {"spec": {"replicas": 3}})
+    scale = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+             "metadata": {"name": "api", "namespace": "shop", "resourceVersion": stale_scale},
+             "spec": {"replicas": 9}}
+    writes += [(method, "/apis/apps/v1/namespaces/shop/deployments/api/scale", scale, kind)
+               for method, kind in (("PATCH", "application/merge-patch+json"),
+                                    ("PUT", "application/json"))]
+    for method, path, body, content_type in writes:
+        code, answer = await _send(emulator, method, path, _dumps(body), content_type)
+        assert (code, answer["reason"]) == (409, "Conflict"), (method, path, answer)
+    policy = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    assert policy["spec"]["maxReplicas"] == 6 and "status" not in policy
+    assert emulator.read_object(DEPLOYMENTS, "shop", "api")["spec"]["replicas"] == 3
+
+
+async def test_a_put_of_a_custom_resource_without_a_resource_version_is_refused_with_422(
+        emulator: Emulator) -> None:
+    await _scalingpolicy(emulator)
+    body = emulator.read_object(POLICY_RESOURCE, "shop", "web")
+    del body["metadata"]["resourceVersion"]
+    code, answer = await _send(emulator, "PUT", f"{POLICIES_PATH}/web", _dumps(body),
+                               "application/json")
+    assert (code, answer["reason"]) == (422, "Invalid")
+    assert "metadata.resourceVersion" in answer["message"]
