@@ -31,14 +31,17 @@ class Comparison:
     """The user's policy (its metric target is replaced by the scenario's); None = defaults."""
     retrain: float | None = None
     """Seconds of sim time between forecaster refits; None = the policy's retrainInterval."""
+    only: tuple[str, ...] | None = None
+    """Labels of the policies to simulate (the oracle is always scored); None = all of them."""
 
 
 def compare(trace: Trace, comparison: Comparison,
             progress: Callable[[int], None] | None = None) -> Run:
-    """Simulate every policy on ``trace``."""
+    """Simulate the policies of ``comparison.only`` (default: every one) on ``trace``."""
     workload = resolve(trace, comparison.scenario)
     spec = simulation_spec(workload, comparison.policy)
-    policies = standard_policies(spec, workload, comparison.retrain)
+    policies = [p for p in standard_policies(spec, workload, comparison.retrain)
+                if comparison.only is None or p.label in comparison.only]
     return simulate(workload, policies, bounds_of(spec), progress)
 
 
