@@ -2,8 +2,11 @@
 
 Every policy of `foreseer.simulator` runs on every trace; the JSON holds per-series
 scores and the summary ratios of the issue (each a ratio of means over the series,
-so a series where both policies score zero divides nothing by zero). A markdown
-report and one PNG per series go next to the JSON.
+so a series where both policies score zero divides nothing by zero). The HPA alone is
+also run at every target fraction of ``--hpa-fractions``, and foreseer Auto alone at
+every quantile of ``--tradeoff``; the `frontier` object places foreseer against the
+HPA's curve (see frontiers.py). A markdown report, one PNG of each run and one of each
+frontier per series go next to the JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from foreseer.bench.frontiers import TARGETS as FRONTIER_TARGETS
+from foreseer.bench.frontiers import Setting, frontier_point, summarize_frontier
 from foreseer.operator.durations import format_duration, parse_duration
 from foreseer.operator.specs import ForecastSpec
 from foreseer.simulator.comparing import Comparison, compare, tick_count
@@ -35,7 +40,7 @@ from foreseer.simulator.policies import (
     PHPA_STYLE,
     simulation_spec,
 )
-from foreseer.simulator.scenarios import Scenario
+from foreseer.simulator.scenarios import Scenario, resolve
 from foreseer.simulator.simulating import ORACLE
 from foreseer.simulator.traces import TraceError, read_trace
 
@@ -55,6 +60,10 @@ TARGETS = {
     "replica_hours_ratio_vs_oracle": 1.25,
     "actions_ratio_vs_hpa": 1.0,
 }
+HPA_FRACTIONS = "0.45,0.5,0.55,0.6,0.65,0.7,0.8,0.9"
+FORESEER_QUANTILES = "0.5,0.95"
+"""Besides the default 0.9: each quantile is one more foreseer run per trace, the
+expensive part of the benchmark (an HPA-only run takes about a second)."""
 DEFAULT_RETRAIN = "auto"
 REFIT_POINTS = 288
 """With --retrain auto, refit after a day or this many new history points, whichever is
@@ -91,9 +100,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tradeoff",
-        default="",
-        help="comma-separated quantiles to sweep foreseer Auto over, e.g. "
-        "0.5,0.7,0.9,0.99 (adds a trade-off table to the markdown)",
+        default=FORESEER_QUANTILES,
+        help="comma-separated quantiles to run foreseer Auto alone at, besides its own "
+        f"(default {FORESEER_QUANTILES}; '' for none): a trade-off table, and foreseer's "
+        "curve in the frontier plots",
+    )
+    parser.add_argument(
+        "--hpa-fractions",
+        default=HPA_FRACTIONS,
+        help=f"comma-separated target fractions to run the HPA alone at (default "
+        f"{HPA_FRACTIONS}): its cost/safety curve in the frontier",
     )
     parser.add_argument(
         "--tradeoff-series",
@@ -113,21 +129,28 @@ class Job:
     """foreseer's forecast quantile; None = the default policy's."""
     plot: Path | None
 
+    @property
+    def sweeps(self) -> str | None:
+        """The one policy this job runs for a sweep (foreseer or the HPA); None = all."""
+        only = self.comparison.only
+        return None if only is None else only[0]
+
 
 def _policy_for(job: Job, trace_path: Path) -> Comparison:
     if job.quantile is None:
         return job.comparison
     # The default policy with only the quantile changed; the target is set by the scenario.
-    from foreseer.simulator.scenarios import resolve
-
     workload = resolve(read_trace(trace_path), job.comparison.scenario)
     spec = simulation_spec(workload)
     forecast = spec.forecast.model_copy(update={"quantile": job.quantile})
     return replace(job.comparison, policy=spec.model_copy(update={"forecast": forecast}))
 
 
-def run_one(job: Job) -> tuple[str, float | None, dict[str, dict[str, Any]], float]:
-    """Simulate one trace (in a worker): (name, quantile, scores per policy, seconds)."""
+Outcome = tuple[Job, str, dict[str, dict[str, Any]], float]
+
+
+def run_one(job: Job) -> Outcome:
+    """Simulate one trace (in a worker): (job, name, scores per policy, seconds)."""
     started = time.perf_counter()
     trace = read_trace(job.path)
     comparison = _policy_for(job, job.path)
@@ -143,7 +166,7 @@ def run_one(job: Job) -> tuple[str, float | None, dict[str, dict[str, Any]], flo
 
         plot(result, job.plot, f"{trace.name}: load, ready capacity per policy", FORESEER_AUTO)
     scores = {label: score.to_dict() for label, score in result.scores.items()}
-    return trace.name, job.quantile, scores, time.perf_counter() - started
+    return job, trace.name, scores, time.perf_counter() - started
 
 
 def _mean(series: Sequence[dict[str, Any]], policy: str, key: str) -> float:
@@ -180,9 +203,7 @@ def summarize(series: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def _run_jobs(
-    jobs: list[Job], workers: int, units: Callable[[Job], int]
-) -> list[tuple[str, float | None, dict[str, dict[str, Any]], float]]:
+def _run_jobs(jobs: list[Job], workers: int, units: Callable[[Job], int]) -> list[Outcome]:
     bar = tqdm(
         total=sum(units(j) for j in jobs),
         unit="tick",
@@ -193,13 +214,60 @@ def _run_jobs(
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(run_one, job): job for job in jobs}
         for future in as_completed(futures):
-            name, quantile, scores, seconds = future.result()
-            results.append((name, quantile, scores, seconds))
-            bar.update(units(futures[future]))
-            tag = f" q={quantile}" if quantile is not None else ""
+            job, name, scores, seconds = future.result()
+            results.append((job, name, scores, seconds))
+            bar.update(units(job))
+            tag = f" q={job.quantile}" if job.quantile is not None else ""
+            if job.sweeps == HPA:
+                tag = f" HPA at {job.comparison.scenario.target_fraction}"
             bar.write(f"{name}{tag}: {seconds:.0f}s", file=sys.stderr)
     bar.close()
     return results
+
+
+def _setting(knob: float, score: dict[str, Any]) -> Setting:
+    return Setting(knob, float(score["replica_hours"]), float(score["underprov_time"]))
+
+
+def build_frontier(series: Sequence[dict[str, Any]], curves: dict[str, list[Setting]],
+                   quantiles: dict[str, dict[float, dict[str, Any]]], default: float
+                   ) -> dict[str, Any]:
+    """The `frontier` object: per series, foreseer Auto at ``default`` (and at every swept
+    quantile) against the HPA curve of ``curves``, and the summary against its targets."""
+    points = {}
+    entries = []
+    for entry in series:
+        name = entry["name"]
+        curve = sorted(curves[name], key=lambda s: s.knob)
+        own = _setting(default, entry["policies"][FORESEER_AUTO])
+        points[name] = frontier_point(curve, own.replica_hours, own.underprov_time)
+        sweep = []
+        for q, score in sorted(quantiles[name].items()):
+            at = _setting(q, score)
+            point = frontier_point(curve, at.replica_hours, at.underprov_time)
+            sweep.append({**at.to_dict("quantile"), **{
+                k: point[k] for k in ("underprov_ratio_at_equal_cost", "underprov_ratio_is",
+                                      "replica_hours_saved_at_equal_underprov",
+                                      "replica_hours_saved_is")}})
+        entries.append({"name": name, "foreseer": own.to_dict("quantile"), **points[name],
+                        "hpa_curve": [s.to_dict("target_fraction") for s in curve],
+                        "foreseer_quantiles": sweep})
+    return {"series": entries, "summary": summarize_frontier(points)}
+
+
+def _knobbed(rows: list[dict[str, float]], knob: str) -> list[tuple[float, float, float]]:
+    return [(r[knob], r["replica_hours"], r["underprov_time"]) for r in rows]
+
+
+def _plot_frontiers(frontier: dict[str, Any], folder: Path) -> None:
+    from foreseer.simulator.plotting import plot_frontier
+
+    for entry in frontier["series"]:
+        plot_frontier(folder / f"frontier_{entry['name']}.png",
+                      f"{entry['name']}: replica-hours against under-provisioned time",
+                      _knobbed(entry["hpa_curve"], "target_fraction"),
+                      _knobbed(entry["foreseer_quantiles"], "quantile"),
+                      entry["foreseer"]["quantile"])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,13 +283,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         retrain = None if args.retrain == "auto" else parse_duration(args.retrain)
         sweep = [float(q) for q in args.tradeoff.split(",") if q.strip()]
+        fractions = sorted({float(f) for f in args.hpa_fractions.split(",") if f.strip()})
         traces = {p: read_trace(p) for p in paths}
+        comparison = Comparison(Scenario(), None, retrain)
+        hpa_sweep = [replace(comparison, scenario=Scenario(target_fraction=f), only=(HPA,))
+                     for f in fractions]
     except (ValueError, TraceError) as exc:
         print(f"bench loop: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    comparison = Comparison(Scenario(), None, retrain)
     jobs = [
         Job(
             p,
@@ -235,12 +306,16 @@ def run(args: argparse.Namespace) -> int:
                    if not args.tradeoff_series or any(s in p.stem for s in args.tradeoff_series)]
     # The default quantile's row comes from the main jobs; it is not run twice.
     default = args.quantile if args.quantile is not None else ForecastSpec().quantile
-    jobs += [Job(p, comparison, q, None) for q in sweep if q != default for p in swept_paths]
+    alone = replace(comparison, only=(FORESEER_AUTO,))
+    jobs += [Job(p, alone, q, None) for q in sweep if q != default for p in swept_paths]
+    jobs += [Job(p, c, None, None) for c in hpa_sweep for p in paths]
     ticks = {p: tick_count(t, comparison.scenario) for p, t in traces.items()}
+    # Longest first, so that no long foreseer run starts last and leaves a core idle.
+    jobs.sort(key=lambda j: (j.sweeps == HPA, -ticks[j.path]))
     results = _run_jobs(jobs, args.workers, lambda j: ticks[j.path])
 
-    main = sorted((r for r in results if r[1] == args.quantile), key=lambda r: r[0])
-    series = [
+    main = sorted((r for r in results if r[0].sweeps is None), key=lambda r: r[1])
+    series: list[dict[str, Any]] = [
         {
             "name": name,
             "seconds": round(seconds, 1),
@@ -248,16 +323,30 @@ def run(args: argparse.Namespace) -> int:
                 label: {k: v for k, v in s.items() if k in FIELDS} for label, s in scores.items()
             },
         }
-        for name, _, scores, seconds in main
+        for _, name, scores, seconds in main
     ]
+    # foreseer alone at another quantile, with the other policies of the main run (they
+    # do not depend on foreseer's quantile).
+    quantiles: dict[str, dict[float, dict[str, Any]]] = {
+        entry["name"]: {default: entry["policies"][FORESEER_AUTO]} for entry in series}
+    for job, name, scores, _ in results:
+        if job.sweeps == FORESEER_AUTO and job.quantile is not None:
+            quantiles[name][job.quantile] = scores[FORESEER_AUTO]
     tradeoff = []
     swept_names = {p.stem for p in swept_paths}
     for q in sorted({*sweep, default}) if sweep else ():
-        picked = [(n, s) for n, qq, s, _ in results
-                  if n in swept_names and (qq == q or (q == default and qq == args.quantile))]
-        swept = [{"name": n, "policies": s} for n, s in picked]
-        tradeoff.append({"quantile": q, "series": sorted(n for n, _ in picked),
+        swept = [{"name": e["name"], "policies": {**e["policies"],
+                                                 FORESEER_AUTO: quantiles[e["name"]][q]}}
+                 for e in series if e["name"] in swept_names]
+        tradeoff.append({"quantile": q, "series": [e["name"] for e in swept],
                          "summary": summarize(swept)})
+    curves: dict[str, list[Setting]] = {e["name"]: [] for e in series}
+    for job, name, scores, _ in results:
+        if job.sweeps == HPA:
+            curves[name].append(_setting(job.comparison.scenario.target_fraction, scores[HPA]))
+    frontier = build_frontier(series, curves, quantiles, default)
+    if not args.no_plots:
+        _plot_frontiers(frontier, out.parent)
     elapsed = time.perf_counter() - started
     document = {
         "settings": {
@@ -267,11 +356,14 @@ def run(args: argparse.Namespace) -> int:
             "p99_replicas": comparison.scenario.p99_replicas,
             "target_fraction": comparison.scenario.target_fraction,
             "scrape_lag_seconds": comparison.scenario.scrape_lag,
+            "hpa_target_fractions": fractions,
+            "foreseer_quantiles": sorted({*sweep, default}),
         },
         "series": series,
         "summary": summarize(series),
         "targets": TARGETS,
         "tradeoff": tradeoff,
+        "frontier": frontier,
         "elapsed_seconds": round(elapsed, 1),
     }
     out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -293,6 +385,58 @@ def _shown(path: Path) -> str:
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _bounded(value: float | None, bound: str | None, spec: str) -> str:
+    mark = {"at_least": ">= ", "at_most": "<= "}.get(bound or "", "")
+    return "-" if value is None else f"{mark}{value:{spec}}"
+
+
+def _frontier_report(frontier: dict[str, Any]) -> list[str]:
+    """The frontier's summary against its targets and its per-series table."""
+    summary = frontier["summary"]
+    lines = [
+        "",
+        "## foreseer against the HPA's frontier",
+        "",
+        "The HPA alone at each swept target fraction gives a curve of replica-hours against",
+        "under-provisioned time, joined in fraction order and read through its lower envelope",
+        "(bench/frontiers.py). foreseer Auto (default quantile) is compared at equal spend",
+        "(its under-provisioned time over the curve's) and at equal under-provisioned time",
+        "(1 - its replica-hours over the curve's). `>=`/`<=` mark bounds: foreseer's point lies",
+        "outside the swept range and the curve's end stands in; nothing is extrapolated.",
+        "",
+        "| metric | measured | target | |",
+        "|---|---|---|---|",
+    ]
+    for key in FRONTIER_TARGETS:
+        row = summary[key]
+        where = f" ({row['series']})" if row.get("series") else ""
+        lines.append(f"| {key} | {_fmt(row['value'], '.3f')}{where} | {row['target']} | "
+                     f"{'met' if row['met'] else 'MISSED'} |")
+    lines += [
+        "",
+        f"Ratios over {len(summary['ratio_series'])} series; a bound in: "
+        f"{', '.join(summary['series_with_bounds']) or 'none'}.",
+        "",
+        "| series | compares | foreseer replica-hours | foreseer under-prov | "
+        "HPA under-prov at equal cost | ratio | HPA replica-hours at equal under-prov | "
+        "saved | dominated by HPA at |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in frontier["series"]:
+        saved = _bounded(e["replica_hours_saved_at_equal_underprov"],
+                         e["replica_hours_saved_is"], ".3f")
+        lines.append(
+            f"| {e['name']} | {e['compares']} | {e['foreseer']['replica_hours']:.0f} | "
+            f"{e['foreseer']['underprov_time']:.2%} | "
+            f"{_fmt(e['hpa_underprov_at_equal_cost'], '.2%')} | "
+            f"{_bounded(e['underprov_ratio_at_equal_cost'], e['underprov_ratio_is'], '.2f')} | "
+            f"{e['hpa_replica_hours_at_equal_underprov']:.0f} | "
+            f"{saved} | "
+            f"{', '.join(f'{f:g}' for f in e['dominated_by_hpa_fractions']) or '-'} |")
+    notes = [f"- {e['name']}: {'; '.join(e['notes'])}" for e in frontier["series"] if e["notes"]]
+    return lines + (["", *notes] if notes else [])
 
 
 def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
@@ -340,6 +484,7 @@ def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
                 f"{_fmt(s.get('replica_hours_ratio_vs_oracle'), '.3f')} | "
                 f"{_fmt(s.get('actions_ratio_vs_hpa'), '.3f')} |"
             )
+    lines += _frontier_report(document["frontier"])
     order = [FORESEER_AUTO, FORESEER_REACTIVE, *PEERS, ORACLE]
     for entry in document["series"]:
         lines += [
@@ -361,5 +506,6 @@ def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
             )
         plot = next((j.plot for j in jobs if j.path.stem == entry["name"] and j.plot), None)
         if plot is not None:
-            lines += ["", f"![{entry['name']}]({plot.name})"]
+            lines += ["", f"![{entry['name']}]({plot.name})",
+                      "", f"![{entry['name']} frontier](frontier_{entry['name']}.png)"]
     return "\n".join(lines) + "\n"

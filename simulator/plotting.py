@@ -1,11 +1,14 @@
-"""One figure of a run: the load, each policy's ready capacity, and foreseer's forecast band.
+"""Figures: one of a run (the load, each policy's ready capacity, foreseer's forecast
+band) and one of a frontier (replica-hours against under-provisioned time per setting).
 
-The top panel shows the whole trace; on traces longer than a few days the bottom
-panel zooms into the two days around the busiest hour, where policies differ most.
+In a run's figure the top panel shows the whole trace; on traces longer than a few days
+the bottom panel zooms into the two days around the busiest hour, where policies differ
+most.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,44 @@ def plot(run: Run, path: str | Path, title: str, band_of: str | None = None) -> 
         _draw(axes[1][0], run, since, since + ZOOM, band_of)
         axes[1][0].set_title("the two days around the busiest hour")
     axes[-1][0].set_xlabel("days since the start of the trace")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_frontier(path: str | Path, title: str, hpa: Sequence[tuple[float, float, float]],
+                  foreseer: Sequence[tuple[float, float, float]], default: float) -> Path:
+    """Write a PNG of replica-hours against under-provisioned time: the HPA's points
+    (knob, replica-hours, under-provisioned time) joined in knob order and labelled by
+    target fraction, and foreseer's joined by quantile, ``default`` drawn larger."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    for points, label, style, knob, below in (
+            (sorted(hpa), "HPA v2 by target fraction", "o-", "", 4),
+            (sorted(foreseer), "foreseer Auto by quantile", "s--", "q", -10)):
+        hours = [p[1] for p in points]
+        short = [100 * p[2] for p in points]
+        line = ax.plot(hours, short, style, ms=4, lw=1, label=label)[0]
+        for value, x, y in zip((p[0] for p in points), hours, short, strict=True):
+            ax.annotate(f"{knob}{value:g}", (x, y), textcoords="offset points", xytext=(4, below),
+                        fontsize=7, color=line.get_color())
+    mine = [p for p in foreseer if p[0] == default]
+    ax.plot([p[1] for p in mine], [100 * p[2] for p in mine], "*", ms=14, color="tab:orange",
+            label=f"foreseer Auto, default quantile {default:g}")
+    ax.set_xlabel("replica-hours")
+    # Shortfalls span orders of magnitude along a sweep; symlog keeps the near-zero
+    # end, where the policies differ, readable next to a cheap setting's large one.
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylabel("under-provisioned time (%, symlog)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
