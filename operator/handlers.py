@@ -387,6 +387,18 @@ async def report_failure(runtime: Runtime, body: Mapping[str, Any], spec: Scalin
                          meta["name"])
 
 
+# What one metric makes the operator hold: its history grid (a float64 per point) and its
+# fitted model (a pickled AutoForecaster measured at 193-244 KB for 2,000-11,000 points).
+HISTORY_BYTES_PER_POINT = 8
+MODEL_BYTES = 256 * 1024
+
+
+def footprint_bytes(spec: ScalingPolicySpec) -> float:
+    """The memory a policy makes the operator hold, estimated from its spec."""
+    points = math.ceil(parse_duration(spec.forecast.history) / parse_duration(spec.forecast.step))
+    return len(spec.metrics) * (points * HISTORY_BYTES_PER_POINT + MODEL_BYTES)
+
+
 async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
                         generation: int | None) -> None:
     meta = body["metadata"]
@@ -410,6 +422,14 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     except OutOfScope as exc:
         await write_conditions(runtime, body, state, [
             (ConditionType.READY, False, "QueryOutOfScope", str(exc)[:500])], generation)
+        return
+    budget = runtime.settings.fitting.policy_memory_mib * 2**20
+    if (needed := footprint_bytes(spec)) > budget:
+        await write_conditions(runtime, body, state, [
+            (ConditionType.READY, False, "MemoryBudgetExceeded",
+             f"the policy needs about {needed / 2**20:.1f} MiB for its histories and models, "
+             f"past the operator's budget of {budget / 2**20:g} MiB per policy; use fewer "
+             "metrics, a shorter forecast.history or a longer forecast.step")], generation)
         return
     now = runtime.clock()
     metrics, histories = await read_metrics(runtime, namespace, name, spec, queries, now)

@@ -138,8 +138,16 @@ class FittingSettings:
     """Processes that fit models, off the event loop. One leaves the other core to the loop."""
     max_models: int = 2000
     """Fitted models kept in memory (least recently used are dropped and refitted on demand)."""
+    policy_memory_mib: float = 16.0
+    """Memory one policy may make the operator hold, estimated from its spec (its metrics'
+    history grids and fitted models); a policy past it gets Ready=False with reason
+    MemoryBudgetExceeded and nothing is read for it. Every policy the CRD admits needs at
+    most about 6 MiB, so the default refuses none; lower it to give each tenant less."""
 
     def __post_init__(self) -> None:
+        if self.policy_memory_mib <= 0:
+            raise ValueError(
+                f"policy memory budget must be positive, got {self.policy_memory_mib}")
         if self.workers < 1:
             raise ValueError(f"fitting workers must be at least 1, got {self.workers}")
         if self.max_models < 1:
@@ -203,6 +211,8 @@ OPTIONS: tuple[_Option, ...] = (
     ("peering", "priority", "priority", int, "this replica's peering priority"),
     ("fitting", "workers", "fit-workers", int, "processes that fit models"),
     ("fitting", "max_models", "max-models", int, "fitted models kept in memory"),
+    ("fitting", "policy_memory_mib", "policy-memory-budget-mib", float,
+     "MiB one policy's histories and models may hold"),
 )
 
 _BOOLEAN_FLAGS = {"prometheus-insecure", "log-json", "standalone"}

@@ -45,6 +45,18 @@ AUTO: Final = "auto"
 # A duration all of whose numbers are zero ("0s", "0m0.0s"); `[.]` avoids escaping in CEL.
 ZERO_DURATION_PATTERN = r"^(0+([.]0+)?(ms|s|m|h|d|w))+$"
 HORIZON_PATTERN = rf"^({AUTO}|{DURATION_PATTERN[1:-1]})$"
+# Bounds that keep one policy from costing the shared operator more than its share:
+# Prometheus answers at most 11,000 points per series; a step or an interval under a second
+# (KEDA's pollingInterval floor too) multiplies queries, memory and ticks; a refit more often
+# than a minute would keep the shared fitting worker busy for one policy; and no history
+# outlives the 90-day retention foreseer's Prometheus is set up with.
+MAX_POINTS = 11_000
+MIN_STEP_SECONDS = 1.0
+MIN_INTERVAL_SECONDS = 1.0
+MIN_RETRAIN_SECONDS = 60.0
+MAX_HISTORY_SECONDS = 90 * 86400.0
+# No duration in a policy means more than a year; a longer one is a typo or an attack.
+MAX_DURATION_SECONDS = 365 * 86400.0
 # The model families of foreseer.predictors.models.MODELS (a test keeps them equal). Listed
 # here so that the CRD refuses an unknown name at apply time, and so that the API does not
 # import scikit-learn.
@@ -65,6 +77,19 @@ def cel_rules(*rules: dict[str, Any]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+def cel_seconds(expr: str) -> str:
+    """CEL for the seconds in the duration string ``expr`` (the grammar of DURATION_PATTERN).
+
+    Kubernetes CEL's ``duration()`` knows no days or weeks, so each part is read with the
+    Kubernetes regex library (``find``, ``findAll``) and added up with its list library
+    (``sum``); ``ms`` is tested before ``s``, which it ends with.
+    """
+    return (f"{expr}.findAll('[0-9]+([.][0-9]+)?(ms|s|m|h|d|w)').map(p, "
+            "double(p.find('^[0-9]+([.][0-9]+)?')) * (p.endsWith('ms') ? 0.001 : "
+            "p.endsWith('s') ? 1.0 : p.endsWith('m') ? 60.0 : p.endsWith('h') ? 3600.0 : "
+            "p.endsWith('d') ? 86400.0 : 604800.0)).sum()")
+
+
 def _positive_duration(value: str) -> str:
     # Checked against the CRD's own pattern (not only parse_duration, which also takes
     # spaces and non-ASCII digits) so that the models and the API server agree.
@@ -73,6 +98,8 @@ def _positive_duration(value: str) -> str:
             f"{value!r} is not a duration; use a number with a unit, like 30s, 5m, 1h30m or 7d")
     if parse_duration(value) <= 0:
         raise ValueError(f"{value!r} must be longer than 0s")
+    if parse_duration(value) > MAX_DURATION_SECONDS:
+        raise ValueError(f"{value!r} must not be longer than 365d")
     return value
 
 
@@ -81,11 +108,14 @@ def _positive_horizon(value: str) -> str:
 
 
 _NON_ZERO = cel(f"!self.matches('{ZERO_DURATION_PATTERN}')", "must be longer than 0s")
+_AT_MOST_A_YEAR = cel(f"self == '{AUTO}' || {cel_seconds('self')} <= {MAX_DURATION_SECONDS}",
+                      "must not be longer than 365d")
 
 Duration = Annotated[
     str,
     Field(max_length=MAX_DURATION_LENGTH,
-          json_schema_extra={"pattern": DURATION_PATTERN, **cel_rules(_NON_ZERO)}),
+          json_schema_extra={"pattern": DURATION_PATTERN,
+                             **cel_rules(_NON_ZERO, _AT_MOST_A_YEAR)}),
     AfterValidator(_positive_duration),
 ]
 """A positive duration with a unit: 30s, 5m, 1h30m, 7d."""
@@ -93,7 +123,8 @@ Duration = Annotated[
 Horizon = Annotated[
     str,
     Field(max_length=MAX_DURATION_LENGTH,
-          json_schema_extra={"pattern": HORIZON_PATTERN, **cel_rules(_NON_ZERO)}),
+          json_schema_extra={"pattern": HORIZON_PATTERN,
+                             **cel_rules(_NON_ZERO, _AT_MOST_A_YEAR)}),
     AfterValidator(_positive_horizon),
 ]
 """``auto`` or a positive duration."""
@@ -159,8 +190,29 @@ class MetricSpec(Model):
         gt=0, description="Load one ready replica should carry, in the query's unit.")
 
 
+def _has_all(*fields: str) -> str:
+    return " && ".join(f"has(self.{f})" for f in fields)
+
+
 class ForecastSpec(Model):
     """What to forecast and how; used in Auto and Observe modes."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        cel(f"!({_has_all('history', 'step')}) || "
+            f"{cel_seconds('self.history')} <= {float(MAX_POINTS)} * {cel_seconds('self.step')}",
+            f"history / step must be at most {MAX_POINTS} points (Prometheus' limit per series)",
+            ".history"),
+        cel(f"!has(self.step) || {cel_seconds('self.step')} >= {MIN_STEP_SECONDS}",
+            "step must be at least 1s", ".step"),
+        cel(f"!has(self.history) || {cel_seconds('self.history')} <= {MAX_HISTORY_SECONDS}",
+            "history must be at most 90d", ".history"),
+        cel(f"!has(self.retrainInterval) || "
+            f"{cel_seconds('self.retrainInterval')} >= {MIN_RETRAIN_SECONDS}",
+            "retrainInterval must be at least 1m", ".retrainInterval"),
+        cel(f"!({_has_all('horizon', 'history')}) || self.horizon == '{AUTO}' || "
+            f"{cel_seconds('self.horizon')} <= {cel_seconds('self.history')}",
+            "horizon must not be longer than history", ".horizon"),
+    ))
 
     horizon: Horizon = Field(
         AUTO, description="Lead time to forecast; auto = the measured time a new replica takes "
@@ -194,10 +246,27 @@ class ForecastSpec(Model):
 
     @model_validator(mode="after")
     def _check(self) -> ForecastSpec:
-        if parse_duration(self.history) <= parse_duration(self.step):
+        history, step = parse_duration(self.history), parse_duration(self.step)
+        if history <= step:
             raise ValueError(
                 f"forecast.history ({self.history}) must be longer than forecast.step "
                 f"({self.step})")
+        if history > MAX_POINTS * step:
+            raise ValueError(
+                f"forecast.history / forecast.step must be at most {MAX_POINTS} points "
+                f"(Prometheus' limit per series); {self.history} / {self.step} is "
+                f"{history / step:.0f}")
+        if step < MIN_STEP_SECONDS:
+            raise ValueError(f"forecast.step ({self.step}) must be at least 1s")
+        if history > MAX_HISTORY_SECONDS:
+            raise ValueError(f"forecast.history ({self.history}) must be at most 90d")
+        if parse_duration(self.retrain_interval) < MIN_RETRAIN_SECONDS:
+            raise ValueError(
+                f"forecast.retrainInterval ({self.retrain_interval}) must be at least 1m")
+        if self.horizon != AUTO and parse_duration(self.horizon) > history:
+            raise ValueError(
+                f"forecast.horizon ({self.horizon}) must not be longer than forecast.history "
+                f"({self.history})")
         return self
 
 
@@ -336,6 +405,8 @@ class ScalingPolicySpec(Model):
         cel("!has(self.metrics) || "
             "self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))",
             "metric names must be unique", ".metrics"),
+        cel(f"!has(self.interval) || {cel_seconds('self.interval')} >= {MIN_INTERVAL_SECONDS}",
+            "interval must be at least 1s", ".interval"),
     ))
 
     scale_target_ref: ScaleTargetRef = Field(description="The resource to scale.")
@@ -357,6 +428,8 @@ class ScalingPolicySpec(Model):
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must not exceed maxReplicas "
                 f"({self.max_replicas})")
+        if parse_duration(self.interval) < MIN_INTERVAL_SECONDS:
+            raise ValueError(f"interval ({self.interval}) must be at least 1s")
         names = [m.name for m in self.metrics]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -307,3 +307,41 @@ async def test_cluster_scope_sends_the_query_as_written(
     finally:
         fitter.shutdown()
     assert source.asked == [("sum(rate(x[1m]))", "shop")]
+
+
+@pytest.mark.parametrize("hostile", [
+    {"forecast": {"history": "1d", "step": "1ms"}},
+    {"interval": "1ms"},
+    {"forecast": {"retrainInterval": "9999999999999999999999999w"}},
+], ids=["a day at 1ms steps", "a 1ms interval", "an absurd duration"])
+async def test_a_hostile_spec_past_the_crd_is_refused_and_nothing_is_read(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster,
+        hostile: dict[str, Any]) -> None:
+    # An operator may meet a policy stored under an older CRD without today's rules.
+    source = RecordingSource()
+    runtime.prometheus = source  # type: ignore[assignment]
+    policy = body(**hostile)
+    await handlers.check_spec(runtime, policy, policy["spec"], 1, {})
+    wait = await tick(runtime, policy)
+    assert source.asked == [] and wait == handlers.INVALID_RECHECK_SECONDS
+    assert ready(cluster)["reason"] == "InvalidSpec"
+
+
+async def test_a_policy_past_the_memory_budget_is_refused_and_nothing_is_read(
+        clock: FrozenClock, cluster: FakeCluster) -> None:
+    source = RecordingSource()
+    settings = Settings(fitting=FittingSettings(policy_memory_mib=0.5))
+    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=failing_fit)
+    runtime = Runtime(settings=settings, prometheus=source,  # type: ignore[arg-type]
+                      cluster=cluster, fitter=fitter, clock=clock)  # type: ignore[arg-type]
+    two = [{"name": n, "query": "sum(rate(x[1m]))", "targetPerReplica": 1} for n in "ab"]
+    try:
+        await run_ticks(runtime, clock, body(metrics=two), 1)  # 2 x (10,080 points + a model)
+        assert source.asked == []
+        condition = ready(cluster)
+        assert condition["reason"] == "MemoryBudgetExceeded" and "0.7 MiB" in \
+            condition["message"]
+        await run_ticks(runtime, clock, body(metrics=two[:1]), 1)  # one metric fits
+        assert source.asked
+    finally:
+        fitter.shutdown()

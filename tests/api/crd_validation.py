@@ -10,12 +10,14 @@ validation.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any
 
 import celpy
 import jsonschema
+from celpy import celtypes
 
 from foreseer.operator.crds import apply_defaults, crd
 
@@ -63,10 +65,33 @@ def schema_errors(spec: Any) -> list[str]:
     ]
 
 
+def _find(text: str, pattern: str) -> celtypes.StringType:
+    match = re.search(pattern, text)
+    return celtypes.StringType(match.group(0) if match else "")
+
+
+def _find_all(text: str, pattern: str) -> celtypes.ListType:
+    return celtypes.ListType([celtypes.StringType(m.group(0)) for m in re.finditer(pattern, text)])
+
+
+def _sum(values: celtypes.ListType) -> Any:
+    return sum(values[1:], values[0]) if values else celtypes.IntType(0)
+
+
+# The Kubernetes CEL libraries the CRD's rules use, which cel-python lacks: the regex
+# library's find/findAll (first match or "", every match) and the list library's sum.
+KUBERNETES_FUNCTIONS = {"find": _find, "findAll": _find_all, "sum": _sum}
+
+
 @cache
 def _program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
-    return env.program(env.compile(rule))
+    return env.program(env.compile(rule), functions=KUBERNETES_FUNCTIONS)
+
+
+def cel_value(expression: str, value: Any) -> Any:
+    """What a CEL expression gives with ``self`` bound to ``value``."""
+    return _program(expression).evaluate({"self": celpy.json_to_cel(value)})
 
 
 def cel_rules(node: Mapping[str, Any] | None = None) -> Iterator[str]:

@@ -20,6 +20,7 @@ from crd_validation import (
     as_json_schema,
     cel_errors,
     cel_rules,
+    cel_value,
     openapi_schema,
     spec_schema,
 )
@@ -30,7 +31,8 @@ from spec_cases import BASE, DELETE, INVALID, RPS, with_
 
 from foreseer import cli
 from foreseer.operator import crds
-from foreseer.operator.specs import GROUP, KIND, VERSION, ScalingPolicySpec
+from foreseer.operator.durations import parse_duration
+from foreseer.operator.specs import GROUP, KIND, VERSION, ScalingPolicySpec, cel_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -167,6 +169,24 @@ CEL_CASES: list[tuple[str, dict[str, Any], str]] = [
      "must be longer than 0s"),
     ("auto with a model", with_("forecast.models", ["holt_winters", "auto"]),
      "auto selects among all models"),
+    # The hostile specs of issue 12: one policy must not cost the shared operator its memory
+    # (1d at 1ms is 86.4 million points a metric) or its loop (an interval of 1ms).
+    ("a day at one-millisecond steps", with_("forecast", {"history": "1d", "step": "1ms"}),
+     "history / step must be at most 11000 points"),
+    ("a day at one-second steps", with_("forecast", {"history": "1d", "step": "1s"}),
+     "history / step must be at most 11000 points"),
+    ("a step under a second", with_("forecast", {"history": "1h", "step": "500ms"}),
+     "step must be at least 1s"),
+    ("a history beyond 90 days", with_("forecast", {"history": "91d", "step": "1h"}),
+     "history must be at most 90d"),
+    ("an interval of a millisecond", with_("interval", "1ms"), "interval must be at least 1s"),
+    ("a retrain every second", with_("forecast.retrainInterval", "1s"),
+     "retrainInterval must be at least 1m"),
+    ("a horizon past the history", with_("forecast", {"horizon": "2d", "history": "1d"}),
+     "horizon must not be longer than history"),
+    ("an absurd number of weeks",
+     with_("guards.circuitBreaker.maxBackoff", "9999999999999999999999999w"),
+     "must not be longer than 365d"),
 ]
 
 
@@ -187,9 +207,19 @@ def test_every_cel_rule_has_a_case() -> None:
     assert covered == messages
 
 
-@pytest.mark.parametrize("duration", ["1s", "0.5s", "1ms", "0h1m", "10m0s", "1.0d", "100w"])
-def test_cel_accepts_positive_durations(duration: str) -> None:
-    assert api_server_errors(with_("interval", duration)) == []
+@pytest.mark.parametrize("duration", ["1s", "0.5s", "1ms", "0h1m", "10m0s", "1.0d", "52w"])
+def test_cel_accepts_positive_durations_up_to_a_year(duration: str) -> None:
+    assert api_server_errors(with_("guards.circuitBreaker.minBackoff", duration)) == []
+
+
+@pytest.mark.parametrize(("duration", "seconds"), [
+    ("7d", 604800.0), ("1h30m", 5400.0), ("300ms", 0.3), ("1.5s", 1.5), ("2w1d", 1296000.0),
+    ("1m", 60.0)])
+def test_the_cel_reading_of_a_duration_agrees_with_the_operators(
+    duration: str, seconds: float
+) -> None:
+    assert parse_duration(duration) == pytest.approx(seconds)
+    assert float(cel_value(cel_seconds("self"), duration)) == pytest.approx(seconds)
 
 
 # Values valid and invalid for each field; the models and the CRD must agree on every mix.

@@ -100,8 +100,9 @@ def test_the_models_are_frozen() -> None:
 
 @pytest.mark.parametrize("duration", ["1h30m", "90s", "1.5h", "500ms", "2w", "7d"])
 def test_durations_with_any_unit_are_accepted(duration: str) -> None:
-    spec = ScalingPolicySpec.model_validate(with_("interval", duration))
-    assert spec.interval == duration
+    spec = ScalingPolicySpec.model_validate(
+        with_("guards.circuitBreaker", {"minBackoff": duration, "maxBackoff": duration}))
+    assert spec.guards.circuit_breaker.min_backoff == duration
 
 
 def test_auto_models_mean_every_candidate_and_a_list_means_those() -> None:
