@@ -29,11 +29,12 @@ ALLOWED = [
     ("get", "deployments.apps", "--subresource=scale"),
     ("patch", "deployments.apps", "--subresource=scale"),
     ("patch", "statefulsets.apps", "--subresource=scale"),
-    ("list", "deployments.apps"), ("watch", "pods"),
+    ("list", "pods"), ("watch", "pods"),
     ("create", "events"),
 ]
 DENIED = [
     ("create", SP), ("delete", SP), ("update", SP),
+    ("get", "deployments.apps"), ("list", "deployments.apps"),
     ("patch", "deployments.apps"), ("update", "deployments.apps"), ("delete", "deployments.apps"),
     ("create", "pods"), ("delete", "pods"), ("get", "secrets"), ("list", "configmaps"),
     ("patch", "events"), ("create", "roles.rbac.authorization.k8s.io"),

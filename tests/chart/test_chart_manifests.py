@@ -228,3 +228,23 @@ def test_queries_are_scoped_to_the_policys_namespace_unless_the_release_opts_out
     opted = parse_container_args(render({"prometheus": {
         "queryScope": "cluster", "tenancyParameter": "namespace"}}).container()).prometheus
     assert (opted.query_scope, opted.tenancy_parameter) == (QueryScope.CLUSTER, "namespace")
+
+
+def test_only_prometheus_may_reach_the_metrics_port_by_default() -> None:
+    manifests = render({})
+    policy = manifests.one("NetworkPolicy")["spec"]
+    pod_labels = manifests.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert "http-metrics" in {p["name"] for p in manifests.container()["ports"]}
+
+
+def test_the_metrics_peers_are_configurable_and_the_policy_can_be_turned_off() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}]
+    policy = render({"networkPolicy": {"metricsFrom": peers}}).one("NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == peers
+    assert render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy") == []

@@ -17,7 +17,6 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("foreseer.dev", "scalingpolicies"): {"get", "list", "watch", "patch"},
     ("foreseer.dev", "scalingpolicies/status"): {"get", "patch"},
     ("apps", "*/scale"): {"get", "patch"},
-    ("apps", "deployments"): {"get", "list", "watch"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "events"): {"create"},
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
