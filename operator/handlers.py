@@ -42,7 +42,14 @@ from foreseer.operator.guards import advance_breaker
 from foreseer.operator.scoping import OutOfScope, QueryScope, Unparsable, scoped
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
-from foreseer.operator.specs import GROUP, PLURAL, VERSION, Mode, ScalingPolicySpec
+from foreseer.operator.specs import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Mode,
+    ScaleTargetRef,
+    ScalingPolicySpec,
+)
 from foreseer.operator.statuses import (
     Condition,
     ConditionStatus,
@@ -90,6 +97,16 @@ class PolicyMemory:
     spec: tuple[dict[str, Any], ScalingPolicySpec | str] | None = None
     """The raw spec seen last and what it parsed to (validating it every tick costs more
     than comparing it)."""
+    claim: tuple[tuple[str, str, str], tuple[str, str]] | None = None
+    """The target this policy scales, (API group, kind, name), and its seniority,
+    (creationTimestamp, name): of two policies on one target the senior one acts. None in
+    Observe mode, which scales nothing."""
+
+
+def target_key(ref: ScaleTargetRef) -> tuple[str, str, str]:
+    """What names one scalable object in a namespace: the version is only a view of it."""
+    group = ref.api_version.rpartition("/")[0]
+    return group, ref.kind, ref.name
 
 
 @dataclass
@@ -135,6 +152,17 @@ class Runtime:
 
     def memory(self, namespace: str, name: str) -> PolicyMemory:
         return self.memories.setdefault((namespace, name), PolicyMemory())
+
+    def rival(self, namespace: str, name: str) -> str | None:
+        """The senior policy of the namespace that claims the same target, if any."""
+        claim = self.memories[(namespace, name)].claim
+        if claim is None:
+            return None
+        rivals = [(other.claim[1], other_name)
+                  for (other_ns, other_name), other in self.memories.items()
+                  if other_ns == namespace and other_name != name and other.claim is not None
+                  and other.claim[0] == claim[0] and other.claim[1] < claim[1]]
+        return min(rivals)[1] if rivals else None
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop everything held for a deleted policy."""
@@ -352,8 +380,13 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
         memory.spec = (copy.deepcopy(raw), parse_spec(raw))
     parsed = memory.spec[1]
     if not isinstance(parsed, ScalingPolicySpec):
+        memory.claim = None
         return INVALID_RECHECK_SECONDS  # check_spec reported it; wait for an edit
     spec = parsed
+    # An Observe policy never scales, so it may watch a target that something else scales
+    # (the way to try foreseer next to an HPA).
+    memory.claim = None if spec.mode is Mode.OBSERVE else (
+        target_key(spec.scale_target_ref), (str(meta.get("creationTimestamp") or ""), name))
     interval = parse_duration(spec.interval)
     started = time.perf_counter()
     try:
@@ -406,6 +439,15 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     memory = runtime.memory(namespace, name)
     state = read_state(runtime, body, body.get("status") or {})
 
+    if (senior := runtime.rival(namespace, name)) is not None:
+        # As the HPA's AmbiguousSelector and KEDA's admission check: two scalers on one
+        # target would undo each other's work, so only the senior policy acts.
+        ref = spec.scale_target_ref
+        await write_conditions(runtime, body, state, [
+            (ConditionType.READY, False, "AmbiguousTarget",
+             f"ScalingPolicy {senior!r}, older than this one, also scales {ref.kind} "
+             f"{ref.name!r}; this policy does not act while it does")], generation)
+        return
     try:
         scale = await runtime.cluster.read_scale(namespace, spec.scale_target_ref)
     except TargetNotFound as exc:

@@ -345,3 +345,44 @@ async def test_a_policy_past_the_memory_budget_is_refused_and_nothing_is_read(
         assert source.asked
     finally:
         fitter.shutdown()
+
+
+def named(name: str, created: str, **spec: Any) -> dict[str, Any]:
+    policy = body(**spec)
+    policy["metadata"].update(name=name, uid=name, creationTimestamp=created)
+    return policy
+
+
+async def test_of_two_policies_on_one_target_only_the_older_acts_and_the_other_says_why(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.value = 550.0  # asks for 6 replicas
+    older = named("first", "2026-01-01T00:00:00Z")
+    newer = named("second", "2026-02-01T00:00:00Z", minReplicas=15)
+    await tick(runtime, newer)  # the newer one alone: nothing to be ambiguous with yet
+    await tick(runtime, older)
+    cluster.status_writes.clear()
+    cluster.replicas = 2
+    await run_ticks(runtime, clock, newer, 1)
+    condition = ready(cluster)
+    assert condition["reason"] == "AmbiguousTarget" and "'first'" in condition["message"]
+    assert cluster.replicas == 2  # the newer one (minReplicas 15) did not act
+    assert ("AmbiguousTarget", True) in [(r, w) for r, _, w in cluster.events]
+    await run_ticks(runtime, clock, older, 1)
+    assert ready(cluster)["reason"] == "Decided" and cluster.replicas == 6
+    runtime.forget("shop", "first")
+    await run_ticks(runtime, clock, newer, 1)
+    assert cluster.replicas == 15
+
+
+async def test_policies_on_other_targets_versions_of_one_target_and_observers_are_told_apart(
+        runtime: Runtime) -> None:
+    apps = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    await tick(runtime, named("a", "2026-01-01T00:00:00Z", scaleTargetRef=apps))
+    await tick(runtime, named("b", "2026-01-02T00:00:00Z",
+                              scaleTargetRef={**apps, "name": "api"}))
+    await tick(runtime, named("c", "2026-01-03T00:00:00Z",
+                              scaleTargetRef={**apps, "apiVersion": "apps/v1beta2"}))
+    await tick(runtime, named("d", "2025-01-01T00:00:00Z", scaleTargetRef=apps, mode="Observe"))
+    assert runtime.rival("shop", "a") is None and runtime.rival("shop", "b") is None
+    assert runtime.rival("shop", "c") == "a"
+    assert runtime.rival("shop", "d") is None  # Observe scales nothing: no claim either way
