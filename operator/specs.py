@@ -108,8 +108,10 @@ def _positive_horizon(value: str) -> str:
 
 
 _NON_ZERO = cel(f"!self.matches('{ZERO_DURATION_PATTERN}')", "must be longer than 0s")
-_AT_MOST_A_YEAR = cel(f"self == '{AUTO}' || {cel_seconds('self')} <= {MAX_DURATION_SECONDS}",
+_AT_MOST_A_YEAR = cel(f"{cel_seconds('self')} <= {MAX_DURATION_SECONDS}",
                       "must not be longer than 365d")
+_HORIZON_AT_MOST_A_YEAR = cel(f"self == '{AUTO}' || {_AT_MOST_A_YEAR['rule']}",
+                              _AT_MOST_A_YEAR["message"])
 
 Duration = Annotated[
     str,
@@ -124,7 +126,7 @@ Horizon = Annotated[
     str,
     Field(max_length=MAX_DURATION_LENGTH,
           json_schema_extra={"pattern": HORIZON_PATTERN,
-                             **cel_rules(_NON_ZERO, _AT_MOST_A_YEAR)}),
+                             **cel_rules(_NON_ZERO, _HORIZON_AT_MOST_A_YEAR)}),
     AfterValidator(_positive_horizon),
 ]
 """``auto`` or a positive duration."""

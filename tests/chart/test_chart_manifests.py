@@ -248,3 +248,9 @@ def test_the_metrics_peers_are_configurable_and_the_policy_can_be_turned_off() -
     policy = render({"networkPolicy": {"metricsFrom": peers}}).one("NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"] == peers
     assert render({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy") == []
+
+
+def test_the_policy_memory_budget_reaches_the_operators_settings() -> None:
+    container = render({"fitting": {"policyMemoryBudgetMiB": 4}}).container()
+    assert parse_container_args(container).fitting.policy_memory_mib == 4.0
+    assert parse_container_args(render({}).container()).fitting.policy_memory_mib == 16.0
