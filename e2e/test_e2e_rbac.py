@@ -29,14 +29,15 @@ ALLOWED = [
     ("get", "deployments.apps", "--subresource=scale"),
     ("patch", "deployments.apps", "--subresource=scale"),
     ("patch", "statefulsets.apps", "--subresource=scale"),
-    ("list", "pods"), ("watch", "pods"),
+    ("list", "pods"), ("list", "horizontalpodautoscalers.autoscaling"),
     ("create", "events"),
 ]
 DENIED = [
     ("create", SP), ("delete", SP), ("update", SP),
     ("get", "deployments.apps"), ("list", "deployments.apps"),
     ("patch", "deployments.apps"), ("update", "deployments.apps"), ("delete", "deployments.apps"),
-    ("create", "pods"), ("delete", "pods"), ("get", "secrets"), ("list", "configmaps"),
+    ("create", "pods"), ("delete", "pods"), ("watch", "pods"), ("get", "secrets"),
+    ("list", "configmaps"), ("patch", "horizontalpodautoscalers.autoscaling"),
     ("patch", "events"), ("create", "roles.rbac.authorization.k8s.io"),
 ]
 CLUSTER_SCOPE_DENIED = [

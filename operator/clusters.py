@@ -9,7 +9,9 @@ scale goes through the ``/scale`` subresource (so only ``*/scale`` RBAC is neede
 Blocking calls run in a small thread pool: the Kopf event loop never waits on the network.
 `patch_scale` writes with the resourceVersion it just read and, on 409 Conflict (another
 writer came in between), reads again and re-applies the same replica count, a bounded number
-of times, so a decision is not lost to a race.
+of times, so a decision is not lost to a race. `patch_policy_status` can carry the
+resourceVersion its state was read from, and then raises Conflict instead of overwriting a
+status another writer changed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class ClusterError(Exception):
 
 class TargetNotFound(ClusterError):
     """The scale target does not exist, or its kind is not served or not scalable."""
+
+
+class Conflict(ClusterError):
+    """409 Conflict: the object changed since the resourceVersion the write carried."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,23 @@ class Cluster:
 
     # ---- the policy ------------------------------------------------------------------------
 
-    async def patch_policy_status(self, namespace: str, name: str,
-                                  status: Mapping[str, Any]) -> Body:
-        """Merge-patch a ScalingPolicy's status subresource; returns the patched object."""
+    async def read_policy(self, namespace: str, name: str) -> Body:
+        """A ScalingPolicy as stored now (spec, status and resourceVersion)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        result: Body = await self._call(self._request, "GET", path, None, None, None)
+        return result
+
+    async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                  resource_version: str | None = None) -> Body:
+        """Merge-patch a ScalingPolicy's status subresource; returns the patched object.
+
+        With `resource_version`, the write lands only on exactly that version of the policy
+        and raises Conflict otherwise (another writer came in between)."""
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
-        result: Body = await self._call(self._request, "PATCH", path, {"status": dict(status)},
-                                        _MERGE_PATCH, None)
+        patch: Body = {"status": dict(status)}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        result: Body = await self._call(self._request, "PATCH", path, patch, _MERGE_PATCH, None)
         return result
 
     async def post_event(self, body: Mapping[str, Any], *, reason: str, message: str,
@@ -164,6 +181,23 @@ class Cluster:
         result = await self._call(self._request, "GET", path, None, None, None,
                                   {"labelSelector": selector, "resourceVersion": "0"})
         return list(result.get("items", []))
+
+    # ---- other autoscalers, so that two never scale one target ---------------------------------
+
+    async def list_autoscaled(self, namespace: str) -> list[tuple[str, str, str, str]]:
+        """The targets of the namespace's HorizontalPodAutoscalers (KEDA's ScaledObjects each
+        make one), as (apiVersion, kind, name, the HPA's name)."""
+        path = f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+        # From the watch cache, as the pods: an HPA created a moment ago is seen next time.
+        result = await self._call(self._request, "GET", path, None, None, None,
+                                  {"resourceVersion": "0"})
+        targets = []
+        for hpa in result.get("items", []):
+            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            targets.append((str(ref.get("apiVersion", "")), str(ref.get("kind", "")),
+                            str(ref.get("name", "")),
+                            str((hpa.get("metadata") or {}).get("name", ""))))
+        return targets
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -255,6 +289,8 @@ class Cluster:
         message = payload.get("message") or response.reason or f"HTTP {response.status}"
         if response.status == 404 and ref is not None:
             raise TargetNotFound(f"{ref.kind}/{ref.name} not found: {message}", 404)
+        if response.status == 409:
+            raise Conflict(f"{method} {path} conflicted: {message}", 409)
         raise ClusterError(f"{method} {path} failed with {response.status}: {message}",
                            response.status)
 

@@ -26,7 +26,7 @@ from kubernetes.config import kube_config
 from pydantic import ValidationError
 
 from foreseer.operator import fitting
-from foreseer.operator.clusters import Cluster, ClusterError, TargetNotFound
+from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.deciding import (
     Decision,
     ForecastInput,
@@ -75,6 +75,11 @@ volatile parts (the newest recommendation's time, the forecast value, the reason
 are never older than this after a restart. At a 30 s interval and a steady load, that is
 6 writes per policy-hour instead of 120."""
 
+AUTOSCALERS_RECHECK_SECONDS = 30.0
+"""How often the HorizontalPodAutoscalers of a namespace are listed again: at most one list
+per namespace and period, however many policies it holds (the HPA controller itself syncs
+every 15 s)."""
+
 
 @dataclass
 class PolicyMemory:
@@ -101,12 +106,16 @@ class PolicyMemory:
     """The target this policy scales, (API group, kind, name), and its seniority,
     (creationTimestamp, name): of two policies on one target the senior one acts. None in
     Observe mode, which scales nothing."""
+    version: str | None = None
+    """The policy's resourceVersion that ``state`` derives from: a status write carries it,
+    so that it never overwrites a status that another writer (a second replica during a
+    peering hand-over) changed meanwhile. None: write without a precondition."""
 
 
-def target_key(ref: ScaleTargetRef) -> tuple[str, str, str]:
-    """What names one scalable object in a namespace: the version is only a view of it."""
-    group = ref.api_version.rpartition("/")[0]
-    return group, ref.kind, ref.name
+def target_key(api_version: str, kind: str, name: str) -> tuple[str, str, str]:
+    """What names one scalable object in a namespace, (API group, kind, name): the version
+    is only a view of it."""
+    return api_version.rpartition("/")[0], kind, name
 
 
 @dataclass
@@ -126,6 +135,10 @@ class Runtime:
     memories: dict[tuple[str, str], PolicyMemory] = field(default_factory=dict)
     metrics_port: int | None = None
     """The bound port of /metrics and /healthz once serving."""
+    autoscaled: dict[str, tuple[float, dict[tuple[str, str, str], str]]] = field(
+        default_factory=dict)
+    """Per namespace: when its HPAs were listed, and their targets (by `target_key`) with
+    the HPA's name."""
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -163,6 +176,26 @@ class Runtime:
                   if other_ns == namespace and other_name != name and other.claim is not None
                   and other.claim[0] == claim[0] and other.claim[1] < claim[1]]
         return min(rivals)[1] if rivals else None
+
+    async def autoscaler(self, namespace: str, ref: ScaleTargetRef) -> str | None:
+        """The name of a HorizontalPodAutoscaler of the namespace that scales `ref`'s target,
+        if any. The list is at most AUTOSCALERS_RECHECK_SECONDS old; when it cannot be read
+        (an RBAC gap, an API outage), the last one read stands, logged, rather than stopping
+        every policy of the namespace."""
+        now = self.clock()
+        listed_at, targets = self.autoscaled.get(namespace, (-math.inf, {}))
+        if now - listed_at >= AUTOSCALERS_RECHECK_SECONDS:
+            try:
+                targets = {}
+                for api_version, kind, target, hpa in await self.cluster.list_autoscaled(
+                        namespace):
+                    targets.setdefault(target_key(api_version, kind, target), hpa)
+            except ClusterError as exc:
+                logger.warning("could not list the HorizontalPodAutoscalers of %s: %s",
+                               namespace, exc)
+                targets = self.autoscaled.get(namespace, (now, {}))[1]
+            self.autoscaled[namespace] = (now, targets)
+        return targets.get(target_key(ref.api_version, ref.kind, ref.name))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop everything held for a deleted policy."""
@@ -273,11 +306,13 @@ async def check_spec(
 
 def read_state(runtime: Runtime, body: Mapping[str, Any],
                status: Mapping[str, Any]) -> ScalingPolicyStatus:
-    """The decision state: what we wrote last, else what the object's status says."""
+    """The decision state: what we wrote last, else what the object's status says (and
+    then its resourceVersion is the one the next status write carries)."""
     meta = body["metadata"]
     memory = runtime.memory(meta["namespace"], meta["name"])
     if memory.state is not None:
         return memory.state
+    memory.version = meta.get("resourceVersion")
     try:
         return ScalingPolicyStatus.model_validate(dict(status))
     except ValidationError as exc:
@@ -302,27 +337,46 @@ async def write_conditions(
 
 
 async def write_status(runtime: Runtime, body: Mapping[str, Any], old: ScalingPolicyStatus,
-                       new: ScalingPolicyStatus) -> None:
+                       new: ScalingPolicyStatus, *, force: bool = False) -> None:
     """Patch the status when it changed in substance (or its last write is older than
-    STATUS_REFRESH_SECONDS), and queue an Event for every condition that changed status or
-    reason. Raises ClusterError when the patch fails; ``new`` is the policy's state even so.
+    STATUS_REFRESH_SECONDS, or `force`), and queue an Event for every condition that changed
+    status or reason.
+
+    The patch carries the resourceVersion the state was read from. Raises Conflict when the
+    policy changed since (``new`` derives from a stale state and is dropped), and ClusterError
+    when the patch fails otherwise (``new`` is the policy's state even so).
     """
     meta = body["metadata"]
     memory = runtime.memory(meta["namespace"], meta["name"])
-    memory.state = new
+    dump = new.model_dump(mode="json", by_alias=True)
+    now = runtime.clock()
+    essence = substance(dump)
+    unchanged = memory.written is not None and memory.written[0] == essence and \
+        now - memory.written[1] < STATUS_REFRESH_SECONDS
+    if force or not unchanged:
+        try:
+            written = await runtime.cluster.patch_policy_status(
+                meta["namespace"], meta["name"], dump, resource_version=memory.version)
+        except Conflict:
+            raise
+        except ClusterError:
+            remember(runtime, body, old, new)
+            raise
+        memory.version = (written.get("metadata") or {}).get("resourceVersion")
+        memory.written = (essence, now)
+        runtime.telemetry.status_writes.inc()
+    remember(runtime, body, old, new)
+
+
+def remember(runtime: Runtime, body: Mapping[str, Any], old: ScalingPolicyStatus,
+             new: ScalingPolicyStatus) -> None:
+    """Make `new` the policy's state, with an Event for each condition that changed."""
+    meta = body["metadata"]
+    runtime.memory(meta["namespace"], meta["name"]).state = new
     for condition in changed_conditions(old.conditions, new.conditions):
         runtime.post_event(
             body, reason=condition.reason, message=f"{condition.type} is {condition.status}: "
             f"{condition.message}", warning=is_bad(condition))
-    dump = new.model_dump(mode="json", by_alias=True)
-    now = runtime.clock()
-    essence = substance(dump)
-    if memory.written is not None and memory.written[0] == essence and \
-            now - memory.written[1] < STATUS_REFRESH_SECONDS:
-        return
-    await runtime.cluster.patch_policy_status(meta["namespace"], meta["name"], dump)
-    memory.written = (essence, now)
-    runtime.telemetry.status_writes.inc()
 
 
 def substance(status: Mapping[str, Any]) -> Any:
@@ -386,11 +440,26 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
     # An Observe policy never scales, so it may watch a target that something else scales
     # (the way to try foreseer next to an HPA).
     memory.claim = None if spec.mode is Mode.OBSERVE else (
-        target_key(spec.scale_target_ref), (str(meta.get("creationTimestamp") or ""), name))
+        target_key(spec.scale_target_ref.api_version, spec.scale_target_ref.kind,
+                   spec.scale_target_ref.name),
+        (str(meta.get("creationTimestamp") or ""), name))
     interval = parse_duration(spec.interval)
     started = time.perf_counter()
     try:
-        await control_cycle(runtime, body, spec, generation)
+        try:
+            await control_cycle(runtime, body, spec, generation)
+        except Conflict:
+            # Another writer changed the policy since our state was read (the other replica
+            # of a peering hand-over, an edit): decide again on what is stored now, never
+            # overwrite it. A second conflict waits for the next tick.
+            logger.info("the status of %s/%s changed meanwhile; deciding again on it",
+                        namespace, name)
+            memory.state, memory.written = None, None
+            fresh = await runtime.cluster.read_policy(namespace, name)
+            await control_cycle(runtime, fresh, spec, fresh["metadata"].get("generation"))
+    except Conflict:
+        memory.state, memory.written = None, None
+        logger.info("the status of %s/%s changed again; the next tick decides", namespace, name)
     except Exception as exc:
         # The loop must outlive any bug in one cycle, and say so: the next tick retries.
         logger.exception("the control cycle of %s/%s failed", namespace, name)
@@ -439,14 +508,20 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     memory = runtime.memory(namespace, name)
     state = read_state(runtime, body, body.get("status") or {})
 
+    # As the HPA's AmbiguousSelector and KEDA's admission check: two scalers on one target
+    # would undo each other's work. Of two policies the senior one acts; an HPA (KEDA's
+    # included) always does, since it cannot see us.
+    ref = spec.scale_target_ref
+    rival = None
     if (senior := runtime.rival(namespace, name)) is not None:
-        # As the HPA's AmbiguousSelector and KEDA's admission check: two scalers on one
-        # target would undo each other's work, so only the senior policy acts.
-        ref = spec.scale_target_ref
+        rival = f"ScalingPolicy {senior!r}, older than this one,"
+    elif memory.claim is not None and (hpa := await runtime.autoscaler(namespace, ref)):
+        rival = f"HorizontalPodAutoscaler {hpa!r}"
+    if rival is not None:
         await write_conditions(runtime, body, state, [
             (ConditionType.READY, False, "AmbiguousTarget",
-             f"ScalingPolicy {senior!r}, older than this one, also scales {ref.kind} "
-             f"{ref.name!r}; this policy does not act while it does")], generation)
+             f"{rival} also scales {ref.kind} {ref.name!r}; this policy does not act while "
+             "it does (mode: Observe watches beside it)")], generation)
         return
     try:
         scale = await runtime.cluster.read_scale(namespace, spec.scale_target_ref)
@@ -500,15 +575,34 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
                                  clock=time.thread_time):
         decision = decide(spec, observation, forecasts, state, now, seed=meta.get("uid", ""))
 
-    decision = await apply(runtime, body, spec, scale.replicas, decision, observation, state,
-                           forecasts, now)
+    if spec.mode is not Mode.OBSERVE and decision.replicas != scale.replicas:
+        # The status write is the fence: it lands only on the version our state was read
+        # from, so of two replicas deciding on one version (a peering hand-over) only one
+        # scales; the other gets Conflict and decides again on what the first recorded.
+        await record(runtime, body, state, decision.new_state, force=True)
+        scaled = await apply(runtime, body, spec, scale.replicas, decision, observation,
+                             state, forecasts, now)
+        if scaled is not decision:  # the scale failed: record that instead
+            await record(runtime, body, decision.new_state, scaled.new_state)
+        decision = scaled
+    else:
+        await record(runtime, body, state, decision.new_state)
     publish(runtime, namespace, name, scale.replicas, decision)
+
+
+async def record(runtime: Runtime, body: Mapping[str, Any], old: ScalingPolicyStatus,
+                 new: ScalingPolicyStatus, *, force: bool = False) -> None:
+    """`write_status`, where a failed write (but a Conflict) is a Warning Event: the decision
+    stands (its scale events are in memory for the rate policies), and the next cycle writes
+    again, since what was written differs from it."""
     try:
-        await write_status(runtime, body, state, decision.new_state)
+        await write_status(runtime, body, old, new, force=force)
+    except Conflict:
+        raise
     except ClusterError as exc:
-        # The decision stands (and its scale events are in memory for the rate policies);
-        # the next cycle writes again, since what was written differs from it.
-        logger.warning("writing the status of %s/%s failed: %s", namespace, name, exc)
+        meta = body["metadata"]
+        logger.warning("writing the status of %s/%s failed: %s", meta["namespace"],
+                       meta["name"], exc)
         runtime.post_event(body, reason="StatusWriteFailed", warning=True,
                            message=f"could not write the status: {exc}")
 
@@ -517,14 +611,12 @@ async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySp
                 current: int, decision: Decision, observation: Observation,
                 state: ScalingPolicyStatus, forecasts: Mapping[str, ForecastInput],
                 now: float) -> Decision:
-    """Patch /scale when the decision moves replicas (never in Observe mode).
+    """Patch /scale to the decision's replicas; returns the decision.
 
     The adapter retries a 409 on fresh reads; if the patch still fails, decide() is
-    asked again with the failure, so the status does not record a scale that never
-    happened and the breaker counts it.
+    asked again with the failure and that decision is returned, so the status does not
+    keep a scale that never happened and the breaker counts it.
     """
-    if spec.mode is Mode.OBSERVE or decision.replicas == current:
-        return decision
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     try:

@@ -24,16 +24,7 @@ from foreseer.operator.scoping import QueryScope
 from foreseer.operator.settings import FittingSettings, PrometheusSettings, Settings
 from foreseer.operator.specs import ScaleTargetRef
 from foreseer.predictors.series import Series
-
-T0 = 1_800_000_000.0
-
-
-class FrozenClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
+from harness.fakes import FakeSource, FrozenClock
 
 
 class FakeCluster:
@@ -45,6 +36,9 @@ class FakeCluster:
         self.events: list[tuple[str, str, bool]] = []
         self.fail_pods: Exception | None = None
         self.fail_status: Exception | None = None
+        self.hpas: list[tuple[str, str, str, str]] = []
+        self.hpa_lists = 0
+        self.fail_hpas: Exception | None = None
 
     async def read_scale(self, namespace: str, ref: ScaleTargetRef) -> Scale:
         return Scale(self.replicas, self.replicas, "app=web", "1")
@@ -53,8 +47,8 @@ class FakeCluster:
         self.replicas = replicas
         return await self.read_scale(namespace, ref)
 
-    async def patch_policy_status(self, namespace: str, name: str,
-                                  status: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_policy_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                                  resource_version: str | None = None) -> dict[str, Any]:
         json.dumps(status, allow_nan=False)  # as a real API server: strict JSON only
         if self.fail_status is not None:
             raise self.fail_status
@@ -70,31 +64,11 @@ class FakeCluster:
             raise self.fail_pods
         return []
 
-    async def close(self) -> None:
-        pass
-
-
-class FakeSource:
-    """Prometheus: a current value per query (or an outage, or an exception) and a history."""
-
-    def __init__(self, value: float | MetricOutage | Exception = 300.0) -> None:
-        self.value = value
-        self.history_values: np.ndarray | None = None
-
-    async def current(self, query: str, now: float, *,
-                      tenant: str | None = None) -> float | MetricOutage:
-        if isinstance(self.value, Exception):
-            raise self.value
-        return self.value
-
-    async def history(self, key: tuple[str, str, str], query: str, *, step: float,
-                      window: float, now: float, tenant: str | None = None) -> Series | None:
-        if self.history_values is None:
-            return None
-        return Series(now - step * len(self.history_values), step, self.history_values)
-
-    def forget(self, namespace: str, name: str) -> None:
-        pass
+    async def list_autoscaled(self, namespace: str) -> list[tuple[str, str, str, str]]:
+        self.hpa_lists += 1
+        if self.fail_hpas is not None:
+            raise self.fail_hpas
+        return self.hpas
 
     async def close(self) -> None:
         pass
@@ -386,3 +360,59 @@ async def test_policies_on_other_targets_versions_of_one_target_and_observers_ar
     assert runtime.rival("shop", "a") is None and runtime.rival("shop", "b") is None
     assert runtime.rival("shop", "c") == "a"
     assert runtime.rival("shop", "d") is None  # Observe scales nothing: no claim either way
+
+
+WEB_HPA = ("apps/v1", "Deployment", "web", "web-hpa")
+
+
+async def test_an_hpa_on_the_target_keeps_the_policy_from_acting_until_it_is_gone(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.value = 550.0  # asks for 6 replicas
+    cluster.hpas = [WEB_HPA]
+    await run_ticks(runtime, clock, body(), 1)
+    condition = ready(cluster)
+    assert condition["reason"] == "AmbiguousTarget" and "HorizontalPodAutoscaler 'web-hpa'" \
+        in condition["message"]
+    assert cluster.replicas == 2
+    assert ("AmbiguousTarget", True) in [(r, w) for r, _, w in cluster.events]
+    cluster.hpas = []
+    await run_ticks(runtime, clock, body(), 1)  # 30 s later: listed again, the HPA is gone
+    assert ready(cluster)["reason"] == "Decided" and cluster.replicas == 6
+
+
+async def test_an_hpa_on_another_target_or_beside_an_observe_policy_stops_nothing(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    source.value = 550.0
+    cluster.hpas = [("apps/v1", "Deployment", "api", "api-hpa"),
+                    ("apps/v1", "StatefulSet", "web", "db-hpa")]
+    await run_ticks(runtime, clock, body(), 1)
+    assert ready(cluster)["reason"] == "Decided" and cluster.replicas == 6
+    cluster.hpas = [WEB_HPA]
+    observer = named("observer", "2026-01-01T00:00:00Z", mode="Observe")
+    await run_ticks(runtime, clock, observer, 1)
+    assert ready(cluster)["reason"] == "Decided"
+
+
+async def test_the_hpas_of_a_namespace_are_listed_once_per_period_for_all_its_policies(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster) -> None:
+    policies = [named(f"p{i}", "2026-01-01T00:00:00Z",
+                      scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "name": f"web{i}"}) for i in range(5)]
+    for policy in policies:
+        await tick(runtime, policy)
+    assert cluster.hpa_lists == 1
+    clock.now += handlers.AUTOSCALERS_RECHECK_SECONDS
+    for policy in policies:
+        await tick(runtime, policy)
+    assert cluster.hpa_lists == 2
+
+
+async def test_hpas_that_cannot_be_listed_do_not_stop_the_policy(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource,
+        caplog: pytest.LogCaptureFixture) -> None:
+    source.value = 550.0
+    cluster.fail_hpas = ClusterError("GET horizontalpodautoscalers failed with 403: forbidden",
+                                     403)
+    await run_ticks(runtime, clock, body(), 1)
+    assert ready(cluster)["reason"] == "Decided" and cluster.replicas == 6
+    assert "could not list the HorizontalPodAutoscalers of shop" in caplog.text

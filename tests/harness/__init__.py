@@ -10,6 +10,7 @@
 - `harness.exporter`: a live exporter whose load follows a function of time and whose load
   per replica follows the Deployment's ready replicas.
 - `harness.proxies`: a bearer-token gate in front of Prometheus.
+- `harness.fakes`: a frozen clock and a scripted Prometheus, for tests of the control cycle.
 - `harness.waiting`: deadline-bounded polling (`until`); tests never sleep blindly.
 
 Pytest fixtures over these live in ``tests/conftest.py``: `emulator`, `kubeconfig`,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from foreseer.operator.clusters import Cluster, ClusterError, TargetNotFound
+from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.fitting import readiness_seconds
 from foreseer.operator.specs import GROUP, PLURAL, VERSION, ScaleTargetRef
 from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
@@ -167,3 +167,32 @@ async def test_without_credentials_the_adapter_says_so(
             await cluster.read_scale("shop", WEB)
     finally:
         await cluster.close()
+
+
+async def test_the_namespaces_hpas_are_listed_with_their_targets(
+        cluster: Cluster, emulator: Emulator) -> None:
+    hpas = "autoscaling/v2/horizontalpodautoscalers"
+    for namespace, name, target in [("shop", "web", "web"), ("shop", "db", "db"),
+                                    ("bank", "vault", "web")]:
+        await emulator.create_object(hpas, {
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet"
+                                        if name == "db" else "Deployment", "name": target},
+                     "minReplicas": 1, "maxReplicas": 5}})
+    listed = await cluster.list_autoscaled("shop")
+    assert sorted(listed) == [("apps/v1", "Deployment", "web", "web"),
+                              ("apps/v1", "StatefulSet", "db", "db")]
+    assert await cluster.list_autoscaled("empty") == []
+
+
+async def test_a_stale_status_write_is_a_conflict_and_changes_nothing(
+        cluster: Cluster, emulator: Emulator) -> None:
+    created = await emulator.create_object(
+        POLICIES, {"metadata": {"name": "p", "namespace": "shop"}, "spec": {"maxReplicas": 3}})
+    version = created["metadata"]["resourceVersion"]
+    written = await cluster.patch_policy_status("shop", "p", {"desiredReplicas": 3}, version)
+    assert written["metadata"]["resourceVersion"] != version
+    with pytest.raises(Conflict):
+        await cluster.patch_policy_status("shop", "p", {"desiredReplicas": 5}, version)
+    assert (await cluster.read_policy("shop", "p"))["status"] == {"desiredReplicas": 3}
