@@ -188,12 +188,15 @@ class Cluster:
         status = result.get("status") or {}
         if status.get("authenticated") is not True:
             return None
-        user = status.get("user") or {}
-        extra = user.get("extra") or {}
-        return User(name=str(user.get("username", "")), uid=str(user.get("uid", "")),
-                    groups=tuple(str(g) for g in user.get("groups") or ()),
-                    extra={str(k): tuple(str(v) for v in values or ())
-                           for k, values in extra.items()})
+        try:
+            user = status.get("user") or {}
+            extra = user.get("extra") or {}
+            return User(name=str(user.get("username", "")), uid=str(user.get("uid", "")),
+                        groups=tuple(str(g) for g in user.get("groups") or ()),
+                        extra={str(k): tuple(str(v) for v in values or ())
+                               for k, values in extra.items()})
+        except (AttributeError, TypeError) as exc:  # not a UserInfo: no answer to trust
+            raise ClusterError(f"the TokenReview's answer is not a UserInfo: {exc}") from exc
 
     async def review_access(self, user: User, path: str, verb: str) -> Access:
         """Whether RBAC (or whichever authorizer the API server runs) lets `user` do `verb` on
@@ -212,7 +215,9 @@ class Cluster:
         result = await self._call(self._request, "POST",
                                   "/apis/authorization.k8s.io/v1/subjectaccessreviews", review,
                                   "application/json", None)
-        status = result.get("status") or {}
+        status = result.get("status")
+        if not isinstance(status, dict):
+            raise ClusterError("the SubjectAccessReview's answer has no status")
         return Access(allowed=status.get("allowed") is True,
                       reason=str(status.get("reason") or status.get("evaluationError") or ""))
 
