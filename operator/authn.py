@@ -23,7 +23,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from foreseer.operator.clusters import Access, ClusterError, User
@@ -42,16 +41,6 @@ CACHE_ENTRIES = 1024
 """Tokens remembered at most (about 100 bytes each)."""
 CONCURRENT_REVIEWS = 2
 """Reviews in flight at most; the Kubernetes adapter's threads also serve the control loop."""
-
-
-class MetricsAuth(StrEnum):
-    """Who may read /metrics."""
-
-    NONE = "none"
-    """Anyone who reaches the port (the default; the chart's NetworkPolicy limits who can)."""
-    KUBERNETES = "kubernetes"
-    """Only a bearer token the API server authenticates (TokenReview) and authorises for
-    ``get`` on the non-resource URL /metrics (SubjectAccessReview)."""
 
 
 class Reviewer(Protocol):

@@ -17,8 +17,8 @@ import threading
 import kopf
 
 from foreseer.operator import handlers, settings, telemetry
-from foreseer.operator.authn import MetricsAuth, MetricsGuard
-from foreseer.operator.settings import LoggingSettings, ScopeSettings, Settings
+from foreseer.operator.authn import MetricsGuard
+from foreseer.operator.settings import LoggingSettings, MetricsAuth, ScopeSettings, Settings
 
 logger = logging.getLogger(__name__)
 

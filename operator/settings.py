@@ -12,9 +12,9 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from foreseer.operator.authn import MetricsAuth
 from foreseer.operator.scoping import QueryScope
 
 ENV_PREFIX = "FORESEER_"
@@ -94,6 +94,16 @@ class ScopeSettings:
     def clusterwide(self) -> bool:
         """True when no namespace is named: watch ScalingPolicies everywhere."""
         return not self.namespaces
+
+
+class MetricsAuth(StrEnum):
+    """Who may read /metrics (``foreseer.operator.authn`` does the checking)."""
+
+    NONE = "none"
+    """Anyone who reaches the port (the default; the chart's NetworkPolicy limits who can)."""
+    KUBERNETES = "kubernetes"
+    """Only a bearer token the API server authenticates (TokenReview) and authorises for
+    ``get`` on the non-resource URL /metrics (SubjectAccessReview)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from chart.rendering import NAMESPACE, RELEASE, VALUE_SETS, render
 from kopf._cogs.structs.references import select_specific_namespaces
 
 from foreseer.operator import running, settings
-from foreseer.operator.authn import MetricsAuth
 
 # (apiGroup, resource) -> verbs: the whole allowance. `*/scale` is the only wildcard, and only
 # in the API groups the values list.
@@ -124,11 +123,11 @@ def test_metrics_auth_reaches_the_operator_and_the_service_monitor_sends_prometh
 ) -> None:
     values = {"metrics": {"auth": "kubernetes"}, "serviceMonitor": {"enabled": True}}
     loaded, _ = kopf_settings_of(values)
-    assert loaded.server.metrics_auth is MetricsAuth.KUBERNETES
+    assert loaded.server.metrics_auth is settings.MetricsAuth.KUBERNETES
     (endpoint,) = render(values).one("ServiceMonitor")["spec"]["endpoints"]
     assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     default, _ = kopf_settings_of({"serviceMonitor": {"enabled": True}})
-    assert default.server.metrics_auth is MetricsAuth.NONE
+    assert default.server.metrics_auth is settings.MetricsAuth.NONE
     (open_endpoint,) = render({"serviceMonitor": {"enabled": True}}).one(
         "ServiceMonitor")["spec"]["endpoints"]
     assert "bearerTokenFile" not in open_endpoint

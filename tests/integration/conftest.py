@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from operator_stack import RunningOperator, Stack, StartOperator
 
-from foreseer.operator.authn import MetricsAuth
 from foreseer.operator.handlers import Runtime
 from foreseer.operator.running import operate
 from foreseer.operator.settings import (
     FittingSettings,
+    MetricsAuth,
     PeeringSettings,
     PrometheusSettings,
     ScopeSettings,

@@ -17,8 +17,9 @@ import pytest
 from aiohttp import web
 from operator_stack import StartOperator
 
-from foreseer.operator.authn import MetricsAuth, MetricsGuard
+from foreseer.operator.authn import MetricsGuard
 from foreseer.operator.clusters import Cluster
+from foreseer.operator.settings import MetricsAuth
 from foreseer.operator.telemetry import Health, Telemetry, bound_port, serve
 from harness.emulator import ACCESS_REVIEWS, TOKEN_REVIEWS, AccessRule, Emulator
 
