@@ -148,6 +148,12 @@ async def test_prometheus_with_the_grant_reads_the_metrics(endpoint: Endpoint) -
         "nonResourceAttributes": {"path": "/metrics", "verb": "get"}}
 
 
+async def test_the_bearer_scheme_is_matched_case_insensitively_as_http_wants(
+        endpoint: Endpoint) -> None:
+    assert (await endpoint.get(authorization="bearer  prometheus-token"))[0] == 200
+    assert (await endpoint.get(authorization="Bearer "))[0] == 401
+
+
 async def test_a_cached_grant_spares_the_api_server_a_review_until_a_minute_has_passed(
         endpoint: Endpoint) -> None:
     for _ in range(3):
