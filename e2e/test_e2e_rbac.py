@@ -47,6 +47,14 @@ CLUSTER_SCOPE_DENIED = [
     ("list", "namespaces"), ("watch", "namespaces"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    # Granted only with metrics.auth=kubernetes (below).
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+]
+METRICS_AUTH_ALLOWED = [
+    # Cluster-scoped resources, so a ClusterRole even for this namespaced release.
+    ("create", "tokenreviews.authentication.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
 ]
 REFUSED = re.compile(r"forbidden|not enough permissions", re.IGNORECASE)
 """How a refused request shows in the operator's log (Kopf's retries and fallbacks)."""
@@ -59,10 +67,13 @@ class Account:
 
 
 @pytest.fixture
-def account(cluster: Cluster, namespace: str, image: str, tmp_path: Path) -> Iterator[Account]:
-    """A release of its own in the test's namespace, and a kubeconfig of its ServiceAccount."""
-    release = Release(release_name(namespace), namespace, release_values(
-        namespace, "http://prometheus.invalid:9090", "local", image))  # no operator process
+def account(cluster: Cluster, namespace: str, image: str, tmp_path: Path,
+            request: pytest.FixtureRequest) -> Iterator[Account]:
+    """A release of its own in the test's namespace, and a kubeconfig of its ServiceAccount;
+    indirect parametrisation adds values (e.g. metrics.auth)."""
+    values = release_values(namespace, "http://prometheus.invalid:9090", "local", image)
+    values.update(getattr(request, "param", {}))
+    release = Release(release_name(namespace), namespace, values)  # no operator process
     try:
         release.install()
         yield Account(release, cluster.service_account_kubeconfig(
@@ -101,6 +112,18 @@ def test_a_namespaced_operator_has_no_rights_elsewhere(cluster: Cluster,
     elsewhere = [("list", SP), ("patch", "deployments.apps")]
     assert refused_asks(cluster, account, "default", elsewhere, expected=False) == []
     assert refused_asks(cluster, account, None, CLUSTER_SCOPE_DENIED, expected=False) == []
+
+
+@pytest.mark.parametrize("account", [{"metrics": {"auth": "kubernetes"}}], indirect=True,
+                         ids=["metrics-auth"])
+def test_with_metrics_auth_the_operator_may_review_tokens_and_access_and_nothing_more(
+        cluster: Cluster, namespace: str, account: Account) -> None:
+    assert refused_asks(cluster, account, None, METRICS_AUTH_ALLOWED, expected=True) == []
+    assert refused_asks(cluster, account, namespace, DENIED, expected=False) == []
+    others = [ask for ask in CLUSTER_SCOPE_DENIED if ask not in METRICS_AUTH_ALLOWED]
+    assert refused_asks(cluster, account, None, others, expected=False) == []
+    # The metrics reader is Prometheus' to be bound to; the operator is not.
+    assert not cluster.can_i(account.kubeconfig, None, "get", "/metrics")
 
 
 def test_the_namespaced_operator_is_never_refused_a_request(launch: Launch) -> None:

@@ -1,4 +1,5 @@
-"""The Kubernetes adapter (imperative shell): /scale, the policy's status, Events, and pods.
+"""The Kubernetes adapter (imperative shell): /scale, the policy's status, Events, pods, and
+the token and access reviews that guard /metrics.
 
 It speaks plain REST through the `kubernetes` client's ApiClient, which brings every way of
 authenticating (in-cluster service account with token rotation, kubeconfig, exec plugins),
@@ -26,7 +27,7 @@ import os
 import random
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kubernetes
@@ -72,6 +73,31 @@ class Scale:
     """status.selector: the label selector of its pods, as a string."""
     resource_version: str
     """For an optimistic write of exactly this state."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A caller as a TokenReview identified it (authentication.k8s.io/v1 UserInfo)."""
+
+    name: str
+    """The user name, e.g. system:serviceaccount:monitoring:prometheus."""
+    uid: str = ""
+    """A unique id of the user, when the authenticator gives one."""
+    groups: tuple[str, ...] = ()
+    """The groups the user belongs to, e.g. system:serviceaccounts."""
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Whatever else the authenticator knows (e.g. the pod a token is bound to); the
+    SubjectAccessReview passes it on, as authorizers may decide on it."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """A SubjectAccessReview's answer."""
+
+    allowed: bool
+    """True only when an authorizer allowed the request (no opinion is not allowed)."""
+    reason: str = ""
+    """Why, as the authorizer put it (may be empty), for the log."""
 
 
 class Cluster:
@@ -165,6 +191,52 @@ class Cluster:
                              event, "application/json", None)
         except ClusterError as exc:
             logger.warning("could not post the event %s (%s): %s", reason, message, exc)
+
+    # ---- reviews of a caller's credentials (/metrics authn and authz) --------------------
+
+    async def review_token(self, token: str) -> User | None:
+        """Who the API server says a bearer token belongs to (a TokenReview), or None when it
+        does not authenticate the token; ClusterError when the review itself failed."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token}}
+        result = await self._call(self._request, "POST",
+                                  "/apis/authentication.k8s.io/v1/tokenreviews", review,
+                                  "application/json", None)
+        status = result.get("status") or {}
+        if status.get("authenticated") is not True:
+            return None
+        try:
+            user = status.get("user") or {}
+            extra = user.get("extra") or {}
+            return User(name=str(user.get("username", "")), uid=str(user.get("uid", "")),
+                        groups=tuple(str(g) for g in user.get("groups") or ()),
+                        extra={str(k): tuple(str(v) for v in values or ())
+                               for k, values in extra.items()})
+        except (AttributeError, TypeError) as exc:  # not a UserInfo: no answer to trust
+            raise ClusterError(f"the TokenReview's answer is not a UserInfo: {exc}") from exc
+
+    async def review_access(self, user: User, path: str, verb: str) -> Access:
+        """Whether RBAC (or whichever authorizer the API server runs) lets `user` do `verb` on
+        the non-resource URL `path` (a SubjectAccessReview); ClusterError when the review
+        itself failed."""
+        spec: Body = {"user": user.name, "groups": list(user.groups),
+                      "nonResourceAttributes": {"path": path, "verb": verb}}
+        # Empty fields are left out, as Go's omitempty leaves them out of what
+        # kube-rbac-proxy and controller-runtime send.
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.extra:
+            spec["extra"] = {key: list(values) for key, values in user.extra.items()}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": spec}
+        result = await self._call(self._request, "POST",
+                                  "/apis/authorization.k8s.io/v1/subjectaccessreviews", review,
+                                  "application/json", None)
+        status = result.get("status")
+        if not isinstance(status, dict):
+            raise ClusterError("the SubjectAccessReview's answer has no status")
+        return Access(allowed=status.get("allowed") is True,
+                      reason=str(status.get("reason") or status.get("evaluationError") or ""))
 
     # ---- pods, for readiness lead time -------------------------------------------------------
 

@@ -17,7 +17,8 @@ import threading
 import kopf
 
 from foreseer.operator import handlers, settings, telemetry
-from foreseer.operator.settings import LoggingSettings, ScopeSettings, Settings
+from foreseer.operator.authn import MetricsGuard
+from foreseer.operator.settings import LoggingSettings, MetricsAuth, ScopeSettings, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +123,17 @@ async def operate(
     runtime = runtime or handlers.Runtime.create(config)
     registry = handlers.build_registry()
     try:
+        guard = (MetricsGuard(runtime.cluster)
+                 if config.server.metrics_auth is MetricsAuth.KUBERNETES else None)
         server = await telemetry.serve(runtime.telemetry, runtime.health,
-                                       config.server.host, config.server.port)
+                                       config.server.host, config.server.port, guard)
     except OSError as exc:
         await runtime.close()
         raise StartupError(f"cannot serve /metrics and /healthz on {config.server.host}:"
                            f"{config.server.port}: {exc.strerror or exc}") from exc
     runtime.metrics_port = telemetry.bound_port(server)
-    logger.info("serving /metrics and /healthz on port %d", runtime.metrics_port)
+    logger.info("serving /metrics and /healthz on port %d (/metrics auth: %s)",
+                runtime.metrics_port, config.server.metrics_auth)
     try:
         await kopf.operator(
             registry=registry,

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from foreseer.operator.scoping import QueryScope
@@ -95,16 +96,34 @@ class ScopeSettings:
         return not self.namespaces
 
 
+class MetricsAuth(StrEnum):
+    """Who may read /metrics (``foreseer.operator.authn`` does the checking)."""
+
+    NONE = "none"
+    """Anyone who reaches the port (the default; the chart's NetworkPolicy limits who can)."""
+    KUBERNETES = "kubernetes"
+    """Only a bearer token the API server authenticates (TokenReview) and authorises for
+    ``get`` on the non-resource URL /metrics (SubjectAccessReview)."""
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "0.0.0.0"
     """Address the /metrics and /healthz server binds to."""
     port: int = 8080
     """Port of /metrics and /healthz; 0 picks a free port (used by tests)."""
+    metrics_auth: MetricsAuth = MetricsAuth.NONE
+    """``none``: /metrics answers whoever reaches the port (limit that with a
+    NetworkPolicy). ``kubernetes``: every /metrics request must carry a bearer token that the
+    API server authenticates (TokenReview, else 401) and authorises for ``get`` on the
+    non-resource URL /metrics (SubjectAccessReview, else 403), as kube-rbac-proxy checks;
+    the operator then needs ``create`` on tokenreviews and subjectaccessreviews. /healthz
+    stays open either way (the kubelet's probes carry no token)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        object.__setattr__(self, "metrics_auth", MetricsAuth(self.metrics_auth))
 
 
 @dataclass(frozen=True)
@@ -204,6 +223,9 @@ OPTIONS: tuple[_Option, ...] = (
      "comma-separated namespaces to watch; empty for cluster-wide"),
     ("server", "host", "metrics-host", str, "bind address of /metrics and /healthz"),
     ("server", "port", "metrics-port", int, "port of /metrics and /healthz"),
+    ("server", "metrics_auth", "metrics-auth", MetricsAuth,
+     "none (default): /metrics is open; kubernetes: only bearer tokens the API server "
+     "authenticates and authorises for get on /metrics (TokenReview, SubjectAccessReview)"),
     ("logging", "level", "log-level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("logging", "json", "log-json", _truthy, "log one JSON object per line"),
     ("peering", "name", "peering-name", str, "kopf peering name shared by the replicas"),

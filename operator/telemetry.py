@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from foreseer.operator.authn import MetricsGuard
+
 POLICY = ("namespace", "policy")
 BREAKER_STATES = ["Closed", "HalfOpen", "Open"]
 # Every bucket is a series per policy (at 1000 policies, /metrics is tens of thousands of
@@ -193,14 +195,23 @@ class Health:
     """Policies with a running loop."""
 
 
-async def serve(telemetry: Telemetry, health: Health, host: str, port: int) -> web.AppRunner:
+async def serve(telemetry: Telemetry, health: Health, host: str, port: int,
+                guard: MetricsGuard | None = None) -> web.AppRunner:
     """Start /metrics and /healthz; returns the runner (``await runner.cleanup()`` stops it).
 
-    /healthz answers from the operator's own event loop, so an answer also proves
-    the loop is not blocked.
+    With a `guard`, /metrics answers only requests it lets through (401, 403 or 503
+    otherwise); /healthz is always open. /healthz answers from the operator's own event
+    loop, so an answer also proves the loop is not blocked.
     """
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if guard is not None:
+            verdict = await guard.check(request.headers.get("Authorization"))
+            if not verdict.allowed:
+                # RFC 6750: a 401 names the scheme the client should use.
+                headers = {"WWW-Authenticate": "Bearer"} if verdict.status == 401 else {}
+                return web.Response(status=verdict.status, text=verdict.message + "\n",
+                                    headers=headers)
         # Rendering takes about 2 s of CPU at 1000 policies: in a thread, not on the loop.
         body = await asyncio.get_running_loop().run_in_executor(None, telemetry.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

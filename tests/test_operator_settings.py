@@ -91,3 +91,14 @@ def test_foreseer_run_says_so_when_its_metrics_port_is_taken(
                      "--metrics-port", str(port)])
     assert code == 1
     assert f"cannot serve /metrics and /healthz on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_metrics_are_open_by_default_and_kubernetes_authn_is_asked_for_by_flag_or_variable(
+) -> None:
+    assert settings.load(parse(), {}).server.metrics_auth is settings.MetricsAuth.NONE
+    flagged = settings.load(parse("--metrics-auth", "kubernetes"), {})
+    assert flagged.server.metrics_auth is settings.MetricsAuth.KUBERNETES
+    from_env = settings.load(None, {"FORESEER_METRICS_AUTH": "kubernetes"})
+    assert from_env.server.metrics_auth is settings.MetricsAuth.KUBERNETES
+    with pytest.raises(ValueError, match="--metrics-auth"):
+        settings.load(parse("--metrics-auth", "basic"), {})

@@ -100,8 +100,10 @@ EVERYTHING_ON: dict[str, Any] = {
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
     "podAnnotations": {"example.com/team": "platform"},
     "imagePullSecrets": [{"name": "regcred"}],
+    "metrics": {"auth": "kubernetes"},
 }
 NAMESPACED: dict[str, Any] = {"watchNamespaces": ["shop", "search"]}
+METRICS_AUTH: dict[str, Any] = {"metrics": {"auth": "kubernetes"}}
 BASIC_AUTH: dict[str, Any] = {
     "prometheus": {"url": "https://prometheus.example:443",
                    "basicAuth": {"username": "foreseer", "passwordSecretName": "prom-basic"},
@@ -115,4 +117,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "basic-auth": BASIC_AUTH,
     "local-operator": {"replicaCount": 0},
     "standalone": {"peering": {"enabled": False}},
+    "metrics-auth": METRICS_AUTH,
+    "metrics-auth-namespaced": {**NAMESPACED, **METRICS_AUTH},
 }

@@ -23,11 +23,28 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
 }
+# With metrics.auth=kubernetes, and only then: the reviews of who asks for /metrics.
+REVIEWS: dict[tuple[str, str], set[str]] = {
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+}
+# The only non-resource rule the chart ships: <fullname>-metrics-reader, for Prometheus.
+METRICS_READER_RULE = {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}
+
+
+def metrics_auth(values: dict[str, Any]) -> bool:
+    return bool(values.get("metrics", {}).get("auth") == "kubernetes")
+
+
+def allowance(values: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    return {**ALLOWED, **REVIEWS} if metrics_auth(values) else ALLOWED
 
 
 def grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in rules:
+        if "nonResourceURLs" in rule:  # no API group or resource: checked on their own
+            continue
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 out.setdefault((group, resource), set()).update(rule["verbs"])
@@ -43,23 +60,78 @@ def all_rules(values: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_rbac_grants_nothing_beyond_the_allowance(name: str) -> None:
     granted = grants(all_rules(VALUE_SETS[name]))
-    extra = {key: verbs - ALLOWED.get(key, set()) for key, verbs in granted.items()}
+    allowed = allowance(VALUE_SETS[name])
+    extra = {key: verbs - allowed.get(key, set()) for key, verbs in granted.items()}
     assert {key: verbs for key, verbs in extra.items() if verbs} == {}
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_rbac_has_no_wildcard_verbs_groups_or_resources_except_scale(name: str) -> None:
     for rule in all_rules(VALUE_SETS[name]):
+        if "nonResourceURLs" in rule:
+            assert metrics_auth(VALUE_SETS[name])
+            assert rule == METRICS_READER_RULE
+            continue
         assert "*" not in rule["verbs"]
         assert "*" not in rule["apiGroups"]
         assert all(r == "*/scale" or "*" not in r for r in rule["resources"])
-        assert "nonResourceURLs" not in rule
 
 
 def test_the_operator_gets_everything_its_loop_needs() -> None:
     granted = grants(all_rules({}))
     needed = {key: verbs for key, verbs in ALLOWED.items() if key[1] != "kopfpeerings"}
     assert granted == needed
+
+
+@pytest.mark.parametrize("namespaces", [[], ["shop", "search"]], ids=["cluster-wide", "namespaced"])
+def test_metrics_auth_grants_the_operator_the_two_reviews_cluster_wide_and_nothing_more(
+        namespaces: list[str]) -> None:
+    manifests = render({"watchNamespaces": namespaces, "metrics": {"auth": "kubernetes"}})
+    name = f"{RELEASE}-foreseer-metrics-auth"
+    (role,) = [r for r in manifests.of_kind("ClusterRole") if r["metadata"]["name"] == name]
+    assert grants(role["rules"]) == REVIEWS
+    (binding,) = [b for b in manifests.of_kind("ClusterRoleBinding")
+                  if b["metadata"]["name"] == name]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": name}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-foreseer",
+                                    "namespace": NAMESPACE}]
+    # Reviews are cluster-scoped: no Role can grant them.
+    assert all(key not in grants(r["rules"]) for r in manifests.of_kind("Role") for key in REVIEWS)
+
+
+def test_without_metrics_auth_no_review_or_metrics_reader_is_granted() -> None:
+    manifests = render({})
+    granted = grants(all_rules({}))
+    assert not set(REVIEWS) & set(granted)
+    assert [r["metadata"]["name"] for r in manifests.of_kind("ClusterRole")] == [
+        f"{RELEASE}-foreseer"]
+
+
+@pytest.mark.parametrize("namespaces", [[], ["shop"]], ids=["cluster-wide", "namespaced"])
+def test_the_metrics_reader_may_only_get_metrics_and_the_chart_binds_it_to_no_one(
+        namespaces: list[str]) -> None:
+    manifests = render({"watchNamespaces": namespaces, "metrics": {"auth": "kubernetes"}})
+    name = f"{RELEASE}-foreseer-metrics-reader"
+    (reader,) = [r for r in manifests.of_kind("ClusterRole") if r["metadata"]["name"] == name]
+    assert reader["rules"] == [METRICS_READER_RULE]
+    bound = [b["roleRef"]["name"] for kind in ("ClusterRoleBinding", "RoleBinding")
+             for b in manifests.of_kind(kind)]
+    assert name not in bound  # Prometheus' ServiceAccount is the cluster admin's to bind
+
+
+def test_metrics_auth_reaches_the_operator_and_the_service_monitor_sends_prometheus_token(
+) -> None:
+    values = {"metrics": {"auth": "kubernetes"}, "serviceMonitor": {"enabled": True}}
+    loaded, _ = kopf_settings_of(values)
+    assert loaded.server.metrics_auth is settings.MetricsAuth.KUBERNETES
+    (endpoint,) = render(values).one("ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    default, _ = kopf_settings_of({"serviceMonitor": {"enabled": True}})
+    assert default.server.metrics_auth is settings.MetricsAuth.NONE
+    (open_endpoint,) = render({"serviceMonitor": {"enabled": True}}).one(
+        "ServiceMonitor")["spec"]["endpoints"]
+    assert "bearerTokenFile" not in open_endpoint
 
 
 def test_scale_is_granted_only_in_the_api_groups_from_values() -> None:

@@ -22,6 +22,10 @@ autoscaler that is only tested against that would never see the failures it must
   ``timeoutSeconds`` and ``sendInitialEvents``, and end when the emulator stops.
 - ``/api/v1/namespaces``: namespaces are created on first use, as they would exist in a cluster.
 - `Emulator.fail_next` injects faults (e.g. the next 2 PATCHes of /scale get 409).
+- TokenReview and SubjectAccessReview (``POST`` only, nothing stored) answer from tables the
+  test sets: `Emulator.tokens` (token -> the user it authenticates) and `Emulator.access_rules`
+  (who may do what on which non-resource URL, as RBAC's ``nonResourceURLs`` rules match);
+  `Emulator.reviews` keeps every review answered.
 
 It is also a strict bed: every request is admitted as kube-apiserver admits it, so what a real
 cluster refuses fails here too, in every test that goes through the HTTP API (the operator,
@@ -98,6 +102,9 @@ PODS = kmock.resource("", "v1", "pods")
 EVENTS = kmock.resource("", "v1", "events")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+TOKEN_REVIEWS = kmock.resource("authentication.k8s.io", "v1", "tokenreviews")
+ACCESS_REVIEWS = kmock.resource("authorization.k8s.io", "v1", "subjectaccessreviews")
+_REVIEW_KINDS = {TOKEN_REVIEWS: "TokenReview", ACCESS_REVIEWS: "SubjectAccessReview"}
 
 # kmock's URL parser raises on a bare /api/v1/namespaces (it expects a namespace name after it),
 # so namespace requests are recognised here, before kmock parses anything.
@@ -277,6 +284,26 @@ class Fault:
         )
 
 
+@attrs.frozen
+class AccessRule:
+    """One grant on non-resource URLs, as an RBAC rule bound to a user or a group gives it."""
+
+    verbs: tuple[str, ...]
+    """e.g. ("get",); "*" is every verb."""
+    paths: tuple[str, ...]
+    """e.g. ("/metrics",); a trailing "*" matches every path with that prefix, as in RBAC."""
+    user: str | None = None
+    """The user it is bound to, e.g. system:serviceaccount:monitoring:prometheus."""
+    group: str | None = None
+    """Or the group it is bound to."""
+
+    def allows(self, user: str, groups: Iterable[str], verb: str, path: str) -> bool:
+        bound = (self.user is not None and self.user == user) or (
+            self.group is not None and self.group in groups)
+        return bound and ("*" in self.verbs or verb in self.verbs) and any(
+            path == p or (p.endswith("*") and path.startswith(p[:-1])) for p in self.paths)
+
+
 @attrs.define(eq=False)
 class _Watcher:
     resource: kmock.resource
@@ -303,6 +330,14 @@ class Emulator(kmock.KubernetesEmulator):
     """Requests kept in ``emulator.requests`` for assertions; bounds memory likewise."""
     watch_log_limit: int = 10_000
     """Events kept per resource for watches that resume from a resourceVersion (older: 410)."""
+    tokens: dict[str, Body] = attrs.field(factory=dict)
+    """Bearer tokens a TokenReview authenticates, each with its authentication.k8s.io/v1
+    UserInfo ({"username", "uid", "groups", "extra"}); any other token is not authenticated."""
+    access_rules: list[AccessRule] = attrs.field(factory=list)
+    """What a SubjectAccessReview allows: a review is allowed when one rule allows it."""
+    reviews: list[Body] = attrs.field(factory=list, init=False)
+    """Every TokenReview and SubjectAccessReview answered, as answered (bounded like the
+    request log)."""
     warnings: list[str] = attrs.field(factory=list, init=False)
     """Every ``Warning`` header sent, as "METHOD path: warning" (e.g. a pruned unknown field
     that the client may not have meant to lose); bounded like the request log."""
@@ -554,6 +589,8 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource "
                                             f"({_qualified(resource)})")
         method = request.method.value
+        if resource in _REVIEW_KINDS:
+            return self._review(resource, method, data)
         namespace = request.namespace
         content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
         # kubectl asks for a server-side Table to print a CRD's additionalPrinterColumns.
@@ -576,6 +613,62 @@ class Emulator(kmock.KubernetesEmulator):
             if method == "DELETE" and name is not None and sub is None:
                 return self._delete(resource, namespace, name)
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {request.url.path}")
+
+    # ---- token and access reviews ------------------------------------------------------------
+
+    def _review(self, resource: kmock.resource, method: str, data: Any) -> Body:
+        """A TokenReview or SubjectAccessReview as kube-apiserver answers one: created, never
+        stored, the spec echoed with the status filled in."""
+        kind = _REVIEW_KINDS[resource]
+        if method != "POST":
+            raise ApiError(405, "MethodNotAllowed",
+                           "the server does not allow this method on the requested resource")
+        version = f"{resource.group}/{resource.version}"
+        if (not isinstance(data, dict) or data.get("apiVersion") != version
+                or data.get("kind") != kind):
+            raise ApiError(400, "BadRequest",
+                           f"the object provided is unrecognized (must be of type {kind})")
+        spec = data.get("spec") or {}
+        review = self._review_token if kind == "TokenReview" else self._review_access
+        status = review(spec)
+        answer = {"apiVersion": version, "kind": kind, "metadata": {"creationTimestamp": None},
+                  "spec": spec, "status": status}
+        self.reviews.append(copy.deepcopy(answer))
+        del self.reviews[: max(0, len(self.reviews) - self.request_log_limit)]
+        return answer
+
+    def _review_token(self, spec: Body) -> Body:
+        token = spec.get("token")
+        if not token:  # the API server's own words (pkg/registry/authentication/tokenreview)
+            raise ApiError(400, "BadRequest", "token is required for TokenReview in "
+                                              "authentication")
+        user = self.tokens.get(token)
+        if user is None:
+            return {"user": {}, "error": "[invalid bearer token, token lookup failed]"}
+        return {"authenticated": True, "user": copy.deepcopy(user),
+                "audiences": list(spec.get("audiences") or ["https://kubernetes.default.svc"])}
+
+    def _review_access(self, spec: Body) -> Body:
+        resource_attrs, url = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        errors = []
+        if (resource_attrs is None) == (url is None):
+            errors.append('spec.resourceAttributes: Invalid value: "null": exactly one of '
+                          "nonResourceAttributes or resourceAttributes must be specified")
+        user, groups = spec.get("user") or "", list(spec.get("groups") or [])
+        if not user and not groups:
+            errors.append('spec.user: Invalid value: "": at least one of user or group must '
+                          "be specified")
+        if errors:
+            message = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+            raise ApiError(422, "Invalid",
+                           f'SubjectAccessReview.authorization.k8s.io "" is invalid: {message}')
+        if url is None:  # resource attributes: no rule of this table grants any
+            return {"allowed": False}
+        verb, path = url.get("verb", ""), url.get("path", "")
+        for index, rule in enumerate(self.access_rules):
+            if rule.allows(user, groups, verb, path):
+                return {"allowed": True, "reason": f"allowed by access rule {index}"}
+        return {"allowed": False}  # RBAC has no opinion: not allowed, and no reason given
 
     # ---- object semantics (called with the lock held) ----------------------------------------
 

@@ -17,6 +17,7 @@ import pytest
 from harness.emulator import (
     DEPLOYMENTS,
     EVENTS,
+    AccessRule,
     Emulator,
     deployment,
     parse_selector,
@@ -551,3 +552,51 @@ async def test_a_put_of_a_custom_resource_without_a_resource_version_is_refused_
                                "application/json")
     assert (code, answer["reason"]) == (422, "Invalid")
     assert "metadata.resourceVersion" in answer["message"]
+
+
+async def test_a_token_review_authenticates_only_the_tokens_the_test_set_and_stores_nothing(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    emulator.tokens["good"] = {"username": "alice", "uid": "1", "groups": ["devs"]}
+    authn = kubernetes.client.AuthenticationV1Api(client)
+
+    def review(token: str) -> Any:
+        return authn.create_token_review({"apiVersion": "authentication.k8s.io/v1",
+                                          "kind": "TokenReview", "spec": {"token": token}})
+
+    known = await call(review, "good")
+    assert known.status.authenticated is True
+    assert (known.status.user.username, known.status.user.groups) == ("alice", ["devs"])
+    unknown = await call(review, "bad")
+    assert not unknown.status.authenticated
+    assert unknown.status.error
+    with pytest.raises(ApiException) as empty:
+        await call(review, "")
+    assert empty.value.status == 400
+    url = f"{str(emulator.url).rstrip('/')}/apis/authentication.k8s.io/v1/tokenreviews"
+    async with aiohttp.ClientSession() as session, session.get(url) as listed:
+        assert listed.status == 405  # reviews are created, never stored or listed
+    assert [r["spec"]["token"] for r in emulator.reviews] == ["good", "bad"]
+
+
+async def test_an_access_review_allows_what_a_rule_grants_the_user_or_a_group_and_nothing_else(
+        emulator: Emulator, client: kubernetes.client.ApiClient) -> None:
+    emulator.access_rules += [AccessRule(verbs=("get",), paths=("/metrics",), user="alice"),
+                              AccessRule(verbs=("*",), paths=("/debug/*",), group="admins")]
+    authz = kubernetes.client.AuthorizationV1Api(client)
+
+    def allowed(user: str, groups: list[str], verb: str, path: str) -> bool:
+        review = authz.create_subject_access_review({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": groups,
+                     "nonResourceAttributes": {"path": path, "verb": verb}}})
+        return bool(review.status.allowed)
+
+    assert await call(allowed, "alice", [], "get", "/metrics")
+    assert not await call(allowed, "alice", [], "post", "/metrics")
+    assert not await call(allowed, "bob", ["devs"], "get", "/metrics")
+    assert await call(allowed, "bob", ["admins"], "get", "/debug/pprof")
+    assert not await call(allowed, "bob", ["admins"], "get", "/metrics")
+    with pytest.raises(ApiException) as invalid:  # neither a user nor a group
+        await call(allowed, "", [], "get", "/metrics")
+    assert invalid.value.status == 422
+    assert "at least one of user or group" in json.loads(invalid.value.body)["message"]

@@ -15,6 +15,7 @@ from foreseer.operator.handlers import Runtime
 from foreseer.operator.running import operate
 from foreseer.operator.settings import (
     FittingSettings,
+    MetricsAuth,
     PeeringSettings,
     PrometheusSettings,
     ScopeSettings,
@@ -32,11 +33,12 @@ async def start_operator(kubeconfig: Path) -> AsyncIterator[StartOperator]:
     """Starts operators (``await start_operator(prometheus_url)``); stops them all at teardown."""
     running: list[RunningOperator] = []
 
-    async def start(prometheus_url: str, namespaces: tuple[str, ...] = ()) -> RunningOperator:
+    async def start(prometheus_url: str, namespaces: tuple[str, ...] = (),
+                    metrics_auth: MetricsAuth = MetricsAuth.NONE) -> RunningOperator:
         config = Settings(
             prometheus=PrometheusSettings(url=prometheus_url, timeout=2.0, retries=1),
             scope=ScopeSettings(namespaces=namespaces),
-            server=ServerSettings(host="127.0.0.1", port=0),
+            server=ServerSettings(host="127.0.0.1", port=0, metrics_auth=metrics_auth),
             peering=PeeringSettings(standalone=True),
             fitting=FittingSettings(workers=1),
         )
