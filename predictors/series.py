@@ -13,6 +13,15 @@ FloatArray = npt.NDArray[np.float64]
 Aggregation = Literal["mean", "sum", "max"]
 
 
+def steps_in(seconds: float, step: float) -> int:
+    """How many grid steps of ``step`` seconds span ``seconds``: rounded, at least 1.
+
+    Windows and feature spans are set in time, so that a model sees the same days (and
+    the same seasonal cycles) at a 1-minute step as at a 5-minute one.
+    """
+    return max(1, round(seconds / step))
+
+
 @dataclass(frozen=True)
 class Series:
     """Values on a regular grid: point ``i`` is at ``start + i * step`` (unix seconds)."""
@@ -54,6 +63,10 @@ class Series:
         """The last ``n`` points."""
         n = max(0, min(int(n), len(self)))
         return Series(self.end - n * self.step, self.step, self.values[len(self) - n :])
+
+    def last(self, seconds: float) -> Series:
+        """The points of the last ``seconds`` (at least one step)."""
+        return self.tail(steps_in(seconds, self.step))
 
     def window(self, since: float, until: float) -> Series:
         """Points with ``since <= t < until``."""
