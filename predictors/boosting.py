@@ -61,8 +61,9 @@ if TYPE_CHECKING:
 
 IntArray = npt.NDArray[np.int64]
 LAGS = (300.0, 600.0, 900.0, 1800.0, HOUR)
-"""How far back the lagged changes look, in seconds (at least one step): 5 to 60 minutes
-is one to twelve steps at 5 minutes, and the same minutes at a 1-minute step."""
+"""How far back the lagged changes look, in seconds: 5 to 60 minutes is one to twelve
+steps at 5 minutes, the same minutes at a 1-minute step, and one to twelve steps at a
+coarser one (see `steps_in`)."""
 MEANS = (900.0, 1800.0, HOUR, 3 * HOUR, 12 * HOUR)
 """Spans of the trailing means, in seconds."""
 SPREAD = HOUR
