@@ -10,8 +10,8 @@ TOOLS := .tools
 # shadows the standard library's `operator`; PYTHONSAFEPATH keeps it off.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help layout venv test lint typecheck contracts pytest bench bench-forecast bench-loop \
-        bench-operator crds demo e2e e2e-kind prometheus helm clean
+.PHONY: help layout venv test lint typecheck contracts pytest bench bench-forecast bench-fit \
+        bench-loop bench-operator crds demo e2e e2e-kind prometheus helm clean
 
 help:
 	@echo "make demo    - run the operator on a replayed real trace (embedded emulator + Prometheus)"
@@ -64,10 +64,13 @@ test: lint typecheck contracts pytest
 crds: $(STAMP)
 	$(PY) -m foreseer.operator.crds --write
 
-bench: bench-forecast bench-loop bench-operator
+bench: bench-forecast bench-fit bench-loop bench-operator
 
 bench-forecast: $(STAMP)
 	$(PY) -m foreseer.bench forecast --out bench/results/forecast.json
+
+bench-fit: $(STAMP)
+	$(PY) -m foreseer.bench fit --out bench/results/fit.json
 
 bench-loop: $(STAMP)
 	$(PY) -m foreseer.bench loop --out bench/results/loop.json

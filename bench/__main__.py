@@ -16,6 +16,7 @@ from foreseer.cli import dispatch
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "forecast": ("foreseer.bench.forecasting", "forecast accuracy and speed on trace CSVs"),
     "operator": ("foreseer.bench.operating", "operator CPU, latency and memory at N policies"),
+    "fit": ("foreseer.bench.fitting", "the operator's fit at the policy defaults: time, accuracy"),
     "loop": ("foreseer.bench.looping", "closed-loop scaling vs HPA, -style baselines, oracle"),
 }
 

@@ -130,8 +130,9 @@ def _models(names: list[str] | None) -> dict[str, Factory]:
     return {n: MODELS[n] for n in names}
 
 
-def load_trace(path: Path) -> Series:
-    """A ``timestamp,value`` CSV (ISO-8601 or unix seconds) on a grid of at least 5 minutes."""
+def load_trace(path: Path, finest: float = FINEST_STEP) -> Series:
+    """A ``timestamp,value`` CSV (ISO-8601 or unix seconds), summed to a grid of at least
+    ``finest`` seconds."""
     import pandas as pd
 
     frame = pd.read_csv(path)
@@ -145,8 +146,8 @@ def load_trace(path: Path) -> Series:
         seconds = (pd.to_datetime(stamps, utc=True) - epoch).dt.total_seconds().to_numpy()
     values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
     series = Series.from_pairs(seconds, values)
-    if series.step < FINEST_STEP:
-        series = series.resample(series.step * max(1, round(FINEST_STEP / series.step)), "sum")
+    if series.step < finest:
+        series = series.resample(series.step * max(1, round(finest / series.step)), "sum")
     return series
 
 

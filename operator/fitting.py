@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -71,6 +72,25 @@ class Recipe:
     """The quantile the policy provisions for (model selection scores pinball loss at it)."""
     step: float
     """History resolution in seconds."""
+    history: float
+    """Seconds of history fitted on (the policy's ``forecast.history``)."""
+    horizon: int
+    """Steps ahead the fit backtests and calibrates: the policy's horizon, quantised by
+    `backtest_steps` so that a jittering ``horizon: auto`` does not mean a refit."""
+
+
+HORIZON_RUNGS = tuple(60.0 * m for m in (1, 2, 3, 5, 10, 15, 20, 30, 45, 60))
+"""The horizons a fit is calibrated for, in seconds, up to an hour; longer horizons are
+rounded up to whole hours. ``horizon: auto`` follows the measured lead time, which moves
+with every pod that becomes ready; each rung is at most twice the one below, so the
+calibration never reaches more than twice the horizon served."""
+
+
+def backtest_steps(horizon: float, step: float) -> int:
+    """The steps a fit for a ``horizon``-second forecast backtests and calibrates: the
+    horizon rounded up to the next of `HORIZON_RUNGS` (or whole hour), in steps."""
+    rung = next((r for r in HORIZON_RUNGS if horizon <= r), math.ceil(horizon / 3600.0) * 3600.0)
+    return max(1, math.ceil(rung / step - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -88,7 +108,8 @@ class Fitted:
 
 
 def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
-    """Fit an AutoForecaster on ``series``; runs in a pool worker. Returns (model, seconds)."""
+    """Fit an AutoForecaster on the recipe's history of ``series``, backtested and calibrated
+    at the recipe's horizon; runs in a pool worker. Returns (model, seconds)."""
     # Imported here: the worker process pays for scikit-learn, the event loop's process need not.
     from foreseer.predictors.selecting import AutoForecaster, SelectionSettings
 
@@ -97,10 +118,12 @@ def fit_forecaster(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
     # one level of past forecasts instead of six (46 KB less at the default horizon).
     defaults = SelectionSettings()
     settings = dataclasses.replace(
-        defaults, calibration=dataclasses.replace(defaults.calibration, levels=(recipe.quantile,))
+        defaults, window=recipe.history,
+        calibration=dataclasses.replace(defaults.calibration, levels=(recipe.quantile,)),
     )
     started = time.perf_counter()
-    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models, settings=settings)
+    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models,
+                           horizon=recipe.horizon, settings=settings)
     return model.fit(series), time.perf_counter() - started
 
 

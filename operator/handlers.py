@@ -704,10 +704,11 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
     step = parse_duration(spec.forecast.step)
     retrain = parse_duration(spec.forecast.retrain_interval)
     max_ratio = spec.guards.forecast_trust.max_error_ratio
-    recipe = Recipe(
-        models=spec.forecast.candidates,
-        quantile=spec.forecast.quantile, step=step)
     horizon = fitting.horizon_seconds(spec.forecast.horizon, interval, memory.lead)
+    recipe = Recipe(
+        models=spec.forecast.candidates, quantile=spec.forecast.quantile, step=step,
+        history=parse_duration(spec.forecast.history),
+        horizon=fitting.backtest_steps(horizon, step))
     forecasts: dict[str, ForecastInput] = {}
     unforecast: dict[str, str] = {}
     for metric_name, history in histories.items():

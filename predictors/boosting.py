@@ -52,7 +52,7 @@ from foreseer.predictors.holtwinters import (
 )
 from foreseer.predictors.modelling import HistoryModel
 from foreseer.predictors.periods import DAY, HOUR
-from foreseer.predictors.series import FloatArray
+from foreseer.predictors.series import FloatArray, steps_in
 from foreseer.predictors.trees import Trees
 
 if TYPE_CHECKING:
@@ -60,10 +60,20 @@ if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
 
 IntArray = npt.NDArray[np.int64]
-LAGS = (1, 2, 3, 6, 12)
-MEANS = (3, 6, 12, 36, 144)
-SCALE_WINDOW = 288
-"""Points whose mean load scales the features and the target (a day of 5-minute steps)."""
+LAGS = (300.0, 600.0, 900.0, 1800.0, HOUR)
+"""How far back the lagged changes look, in seconds: 5 to 60 minutes is one to twelve
+steps at 5 minutes, the same minutes at a 1-minute step, and one to twelve steps at a
+coarser one (see `steps_in`)."""
+MEANS = (900.0, 1800.0, HOUR, 3 * HOUR, 12 * HOUR)
+"""Spans of the trailing means, in seconds."""
+SPREAD = HOUR
+"""Span of the rolling spread, in seconds."""
+SCALE = DAY
+"""Span whose mean load scales the features and the target, in seconds."""
+SMOOTHED_CYCLES = 5
+"""Main seasons the Holt-Winters feature's parameters are chosen on."""
+SMOOTHED_MIN = 3.5 * DAY
+"""Fewest seconds they are chosen on (all of a shorter history; without a season, this)."""
 ONE_STEP_SHARE = 0.3
 """Share of training rows forecasting one step ahead; the rest spread evenly over the
 horizons. With even sampling the trees saw too few one-step rows and lost to plain
@@ -96,6 +106,11 @@ def average(rows: list[FloatArray]) -> FloatArray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def spans(seconds: Sequence[float], step: float) -> tuple[int, ...]:
+    """Each of ``seconds`` in steps (at least one), in order, each number of steps once."""
+    return tuple(dict.fromkeys(steps_in(s, step) for s in seconds))
+
+
 def features(
     x: FloatArray,
     origin: IntArray,
@@ -108,7 +123,7 @@ def features(
     """Feature rows for forecasting x[origin + h] from history up to x[origin], and their scale.
 
     Every feature that is a change in load is divided by the scale (the mean
-    load over the last `SCALE_WINDOW` points), so trees learned at one load
+    load over the last `SCALE` seconds), so trees learned at one load
     level apply at another; the target is scaled the same way. `baseline` is
     another model's forecast for each row, which the trees learn to correct.
     """
@@ -122,12 +137,14 @@ def features(
 
     level = x[origin]
     floor = 1e-3 * float(np.mean(np.abs(x))) + 1e-9
-    scale = np.maximum(trailing_mean(SCALE_WINDOW), floor)
+    scale = np.maximum(trailing_mean(steps_in(SCALE, step)), floor)
     changes: list[FloatArray] = [baseline - level]
-    changes += [take(x, origin - lag) - level for lag in LAGS]
-    changes += [trailing_mean(w) - level for w in MEANS]
-    lo = np.maximum(origin + 1 - 12, 0)
-    spread2 = (csum2[origin + 1] - csum2[lo]) / (origin + 1 - lo) - trailing_mean(12) ** 2
+    # At a coarse step several spans round to the same number of steps: each counts once.
+    changes += [take(x, origin - lag) - level for lag in spans(LAGS, step)]
+    changes += [trailing_mean(w) - level for w in spans(MEANS, step)]
+    spread = steps_in(SPREAD, step)
+    lo = np.maximum(origin + 1 - spread, 0)
+    spread2 = (csum2[origin + 1] - csum2[lo]) / (origin + 1 - lo) - trailing_mean(spread) ** 2
     changes.append(np.sqrt(np.maximum(spread2, 0.0)))
     for m in periods:
         back = m * ((h + m - 1) // m)  # one season before the target, never after the origin
@@ -184,14 +201,16 @@ class Boosting(HistoryModel):
     `trained_horizon`). `quantiles` are the levels trained with quantile loss (others are served
     from the point model's in-sample residual spread). The point forecast is
     the median model: autoscaling errors are judged in absolute terms (MAE,
-    MASE), and on bursty loads the median beat the squared-error mean. Below
-    `min_points` observed points it falls back to EWMA with drift.
+    MASE), and on bursty loads the median beat the squared-error mean. The
+    training origins are drawn from the last `window` seconds. Below `min_points`
+    observed points (a count of training examples, so not in time) it falls back to
+    EWMA with drift.
     """
 
     name = "boosting"
     quantiles: tuple[float, ...]
     max_horizon: int | None
-    window: int
+    window: float
     rows: int
     max_iter: int
     min_points: int
@@ -221,7 +240,7 @@ class Boosting(HistoryModel):
         periods: Sequence[int] | None = None,
         mask_anomalies: bool = True,
         max_horizon: int | None = None,
-        window: int = 4032,
+        window: float = 14 * DAY,
         rows: int = 12000,
         max_iter: int = 60,
         min_points: int = 96,
@@ -269,10 +288,10 @@ class Boosting(HistoryModel):
         self.horizon_ = self.max_horizon or trained_horizon(history.step)
         self.periods_ = seasonal_lags(history.periods, history.step, n)
         season = next((p for p in history.periods if n >= 3 * p), 0)
-        window = history.filled[-max(5 * season, 1000) :]
-        self.smoother_ = smooth(window, season, ALPHAS, BETAS, GAMMAS, PHIS)
+        smoothed = max(SMOOTHED_CYCLES * season, steps_in(SMOOTHED_MIN, history.step))
+        self.smoother_ = smooth(history.filled[-smoothed:], season, ALPHAS, BETAS, GAMMAS, PHIS)
         rng = np.random.default_rng(self.random_state)
-        first = max(0, n - self.window)
+        first = max(0, n - steps_in(self.window, history.step))
         origin = rng.integers(first, n - 1, size=self.rows)
         h = rng.integers(1, self.horizon_ + 1, size=self.rows)
         h[rng.random(self.rows) < ONE_STEP_SHARE] = 1

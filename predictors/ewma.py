@@ -12,22 +12,24 @@ from collections.abc import Sequence
 from foreseer.predictors.histories import History
 from foreseer.predictors.holtwinters import SmoothingModel
 from foreseer.predictors.naive import Naive
+from foreseer.predictors.periods import DAY
+from foreseer.predictors.series import steps_in
 
 ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 DRIFTS = (0.0, 0.01, 0.05, 0.1, 0.2)
 
 
 class EWMA(SmoothingModel):
-    """Level and drift smoothed over the last `window` points; naive below 3 points."""
+    """Level and drift smoothed over the last `window` seconds; naive below 3 points."""
 
     name = "ewma"
-    window: int
+    window: float
 
     def __init__(
         self,
         periods: Sequence[int] | None = None,
         mask_anomalies: bool = True,
-        window: int = 4032,
+        window: float = 14 * DAY,
     ) -> None:
         super().__init__(periods, mask_anomalies)
         self.window = window
@@ -38,4 +40,4 @@ class EWMA(SmoothingModel):
             self._degrade(f"only {n} point(s) to smooth", Naive(history.periods))
             return
         self.period_ = 0
-        self._smooth(history, self.window, (ALPHAS, DRIFTS, (0.0,), (1.0,)))
+        self._smooth(history, steps_in(self.window, history.step), (ALPHAS, DRIFTS, (0.0,), (1.0,)))

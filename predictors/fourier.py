@@ -25,10 +25,11 @@ from foreseer.predictors.holtwinters import (
     spread_growth,
 )
 from foreseer.predictors.modelling import HistoryModel, residual_offsets
-from foreseer.predictors.series import FloatArray
+from foreseer.predictors.periods import DAY
+from foreseer.predictors.series import FloatArray, steps_in
 
-LEVEL_WINDOW = 2016
-"""Recent points the level's smoothing parameters are chosen on (a week of 5-minute steps)."""
+LEVEL_WINDOW = 7 * DAY
+"""Recent seconds the level's smoothing parameters are chosen on (a week)."""
 CHI2_2DOF_P001 = 13.82
 """99.9% point of chi-square with 2 degrees of freedom: a harmonic's (cos, sin) pair test."""
 
@@ -81,7 +82,7 @@ class Fourier(HistoryModel):
     """Significant Fourier harmonics of every detected period, plus an EWMA level.
 
     Fits on the last `window_cycles` of the longest usable period (at least
-    `min_window` points, at most `max_window`); a period needs `min_cycles`
+    `min_window` seconds, at most `max_window`); a period needs `min_cycles`
     cycles in that window. With no significant period or harmonic it falls
     back to EWMA with drift.
     """
@@ -90,8 +91,8 @@ class Fourier(HistoryModel):
     max_harmonics: int
     window_cycles: int
     min_cycles: int
-    min_window: int
-    max_window: int
+    min_window: float
+    max_window: float
     freqs_: FloatArray
     """The significant harmonic frequencies kept, in cycles per second."""
     coef_: FloatArray
@@ -108,8 +109,8 @@ class Fourier(HistoryModel):
         max_harmonics: int = 12,
         window_cycles: int = 4,
         min_cycles: int = 2,
-        min_window: int = 1000,
-        max_window: int = 8064,
+        min_window: float = 3.5 * DAY,
+        max_window: float = 28 * DAY,
     ) -> None:
         super().__init__(periods, mask_anomalies)
         self.max_harmonics = max_harmonics
@@ -136,8 +137,9 @@ class Fourier(HistoryModel):
         if not usable:
             self._degrade("no significant period", EWMA(history.periods))
             return
-        size = max(self.window_cycles * max(usable), self.min_window)
-        self.window_size_ = min(size, self.max_window, n)
+        step = history.step
+        size = max(self.window_cycles * max(usable), steps_in(self.min_window, step))
+        self.window_size_ = min(size, steps_in(self.max_window, step), n)
         times, y = self._window(history)
         usable = [p for p in usable if y.size >= self.min_cycles * p]
         freqs = harmonic_frequencies(usable, history.step, self.max_harmonics)
@@ -145,7 +147,7 @@ class Fourier(HistoryModel):
         if self.freqs_.size == 0:
             self._degrade("no significant harmonic", EWMA(history.periods))
             return
-        deseasoned = (y - self._season(times))[-LEVEL_WINDOW:]
+        deseasoned = (y - self._season(times))[-steps_in(LEVEL_WINDOW, step) :]
         self.level_ = smooth(deseasoned, 0, ALPHAS, DRIFTS, (0.0,), (1.0,))
 
     def _update(self, previous: History, history: History) -> None:
@@ -156,7 +158,7 @@ class Fourier(HistoryModel):
             self.level_ = advance(self.level_, y - self._season(times))
         else:
             s = self.level_
-            deseasoned = (y - self._season(times))[-LEVEL_WINDOW:]
+            deseasoned = (y - self._season(times))[-steps_in(LEVEL_WINDOW, history.step) :]
             self.level_ = smooth(deseasoned, 0, (s.alpha,), (s.beta,), (0.0,), (1.0,))
 
     def _forecast(

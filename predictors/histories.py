@@ -22,7 +22,8 @@ BoolArray = npt.NDArray[np.bool_]
 UNJUDGED_TAIL = 3
 """The newest points a history never flags (`flag_anomalies`' max_run), re-judged later."""
 CONTEXT = 288
-"""Points of context for judging new points when the series has no season."""
+"""Points of context for judging new points when the series has no season: a sample of
+the ordinary spread the robust z-score needs, so a count, not a span."""
 
 
 def checked_values(series: Series) -> FloatArray:

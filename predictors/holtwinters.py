@@ -28,14 +28,16 @@ import numpy.typing as npt
 from foreseer.predictors.histories import History
 from foreseer.predictors.modelling import HistoryModel, residual_offsets
 from foreseer.predictors.naive import Naive
-from foreseer.predictors.series import FloatArray
+from foreseer.predictors.periods import DAY
+from foreseer.predictors.series import FloatArray, steps_in
 
 ALPHAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 BETAS = (0.0, 0.02, 0.1, 0.3)
 GAMMAS = (0.0, 0.05, 0.15, 0.3, 0.5)
 PHIS = (0.8, 0.9, 0.98)
 RESIDUALS_KEPT = 2016
-"""Recent one-step residuals kept for the quantile spread (a week of 5-minute steps)."""
+"""Recent one-step residuals kept for the quantile spread: a sample size, not a span
+(quantiles from 2016 residuals are steady, and every model the operator holds keeps them)."""
 
 
 @dataclass(frozen=True)
@@ -276,15 +278,15 @@ class HoltWinters(SmoothingModel):
 
     The season is the shortest significant period with at least `min_cycles`
     cycles in the history; the fit window holds `window_cycles` of them and at
-    least `min_window` points (14 days of 5-minute steps: parameters chosen on
-    two weeks beat those chosen on five days in the traces). Without a usable
+    least `min_window` seconds (14 days: parameters chosen on two weeks beat those
+    chosen on five days in the traces), or all of a shorter history. Without a usable
     season it is damped Holt.
     """
 
     name = "holt_winters"
     min_cycles: int
     window_cycles: int
-    min_window: int
+    min_window: float
 
     def __init__(
         self,
@@ -292,7 +294,7 @@ class HoltWinters(SmoothingModel):
         mask_anomalies: bool = True,
         min_cycles: int = 3,
         window_cycles: int = 5,
-        min_window: int = 4032,
+        min_window: float = 14 * DAY,
     ) -> None:
         super().__init__(periods, mask_anomalies)
         self.min_cycles = min_cycles
@@ -309,5 +311,5 @@ class HoltWinters(SmoothingModel):
         if not period:
             self.fallback_ = "no season with enough cycles: damped trend only"
         self.period_ = period
-        window = max(self.window_cycles * period, self.min_window)
+        window = max(self.window_cycles * period, steps_in(self.min_window, history.step))
         self._smooth(history, window, (ALPHAS, BETAS, GAMMAS, PHIS))

@@ -18,7 +18,10 @@ from foreseer.predictors.series import FloatArray
 
 IntArray = npt.NDArray[np.int64]
 SPREAD_WINDOW = 2016
-"""How many recent points the error spread is measured on (a week of 5-minute steps)."""
+"""How many recent errors the spread is measured on: a sample size, not a span (a week at
+5 minutes, 1.4 days at 1 minute). The backtest predicts at every origin: a week of
+1-minute errors made each prediction 3x slower (4.6 ms against 1.5 ms for 30 steps), which
+cost the fit at 7 days of 1-minute steps about 0.6 s over its two naive models."""
 
 
 def lagged_offsets(

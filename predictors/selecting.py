@@ -28,25 +28,38 @@ from foreseer.predictors.forecasts import (
     validate_quantiles,
 )
 from foreseer.predictors.histories import checked_values
+from foreseer.predictors.periods import DAY
 from foreseer.predictors.scores import Scores, naive_mae
-from foreseer.predictors.series import FloatArray, Series
+from foreseer.predictors.series import FloatArray, Series, steps_in
 
 
 @dataclass(frozen=True)
 class SelectionSettings:
     """What the AutoForecaster optimises and how much work its fit may do."""
 
-    window: int = 4032
-    """Most recent points used (14 days at 5 minutes): bounds the fit time on long
-    histories, and old regimes say little about the next hour."""
+    window: float = 14 * DAY
+    """Most recent seconds fitted on (14 days, whatever the step): bounds the fit time on
+    long histories, and old regimes say little about the next hour. The operator fits on
+    the policy's ``forecast.history``."""
+    origin_spacing: float = 1800.0
+    """Seconds between backtest origins, the calibration backtest's stride at the series'
+    step: one origin per half hour, so 96 origins cover the same two days (and times of
+    day) at a 1-minute step as at a 5-minute one."""
+    origin_share: float = 0.3
+    """Most share of the window the origins span; on a shorter history they are closer
+    together than ``origin_spacing``, so the model fitted at the oldest origin still sees
+    most of the history (five of seven days, enough cycles for a daily season)."""
+    min_stride: int = 6
+    """Fewest steps between origins, whatever ``origin_share`` asks: origins a step or two
+    apart forecast nearly the same targets, so the calibration would count one miss many
+    times over (a history too short for ``min_origins`` origins this far apart is served
+    by ``fallback``)."""
     calibration: CalibrationSettings = field(
-        default_factory=lambda: CalibrationSettings(
-            backtest=BacktestSettings(horizon=12, origins=96, stride=6)
-        )
+        default_factory=lambda: CalibrationSettings(backtest=BacktestSettings(origins=96))
     )
-    """The backtest shared by selection and calibration (96 origins, one per half hour at
-    5-minute steps: 48 hourly ones left the q0.9 offsets noisy); its horizon is the
-    AutoForecaster's."""
+    """The backtest shared by selection and calibration (96 origins: 48 hourly ones left
+    the q0.9 offsets noisy); its horizon is the AutoForecaster's and its stride
+    ``origin_spacing``."""
     combine: int = 0
     """The best this many candidates are also offered averaged, as one more candidate
     named "a+b+c" (below 2: no combination). Off by default: in the forecast benchmark
@@ -71,8 +84,12 @@ class SelectionSettings:
     cpu_utilization_asg_misconfiguration, slightly better out of sample)."""
 
     def __post_init__(self) -> None:
-        if self.window < self.calibration.backtest.min_history:
-            raise ValueError("SelectionSettings.window must cover the backtest's min_history")
+        if not self.window > 0 or not self.origin_spacing > 0:
+            raise ValueError("SelectionSettings.window and origin_spacing must be positive")
+        if not 0 < self.origin_share <= 1:
+            raise ValueError("SelectionSettings.origin_share must lie in (0, 1]")
+        if self.min_stride < 1:
+            raise ValueError("SelectionSettings.min_stride must be at least 1")
 
 
 class AutoForecaster:
@@ -81,9 +98,9 @@ class AutoForecaster:
     ``models`` names candidates from the registry `foreseer.predictors.models.MODELS`
     (None: all of them) or maps names to factories; ``quantile`` is the level
     whose pinball loss picks the winner, the one the scaling acts on; ``horizon``
-    is how many steps ahead the candidates are scored and calibrated (the
-    lead time scaling needs), and steps predicted beyond it reuse its last
-    calibration.
+    is how many steps ahead the candidates are backtested and calibrated (the
+    lead time scaling needs: the operator passes the policy's horizon), and steps
+    predicted beyond it reuse its last calibration.
 
     Learned state:
     ``selected_`` the winning candidate's name ("a+b+c" for the combination
@@ -128,11 +145,13 @@ class AutoForecaster:
     def fit(self, series: Series) -> Self:
         checked_values(series)
         s = self.settings
-        recent = series.tail(s.window)
+        recent = series.last(s.window)
         candidates = self._candidates()
         cal = dataclasses.replace(
             s.calibration,
-            backtest=dataclasses.replace(s.calibration.backtest, horizon=self.horizon),
+            backtest=dataclasses.replace(
+                s.calibration.backtest, horizon=self.horizon, stride=self._stride(recent)
+            ),
         )
         origins = cal.backtest.origin_indices(recent)
         self.scores_: dict[str, Scores] = {}
@@ -172,6 +191,13 @@ class AutoForecaster:
         )
         return self
 
+    def _stride(self, recent: Series) -> int:
+        """Steps between backtest origins: ``origin_spacing``, closer on a short history
+        (but ``min_stride`` apart unless the spacing itself is shorter)."""
+        s = self.settings
+        share = math.floor(s.origin_share * len(recent) / s.calibration.backtest.origins)
+        return min(steps_in(s.origin_spacing, recent.step), max(s.min_stride, share))
+
     def _winner(self, results: Mapping[str, Backtest]) -> str:
         """The lowest mean pinball, unless it does not clearly beat the default."""
         s = self.settings
@@ -203,7 +229,7 @@ class AutoForecaster:
     def update(self, series: Series) -> Self:
         """Condition the winner on newer history, keeping the choice and the calibration."""
         checked_values(series)
-        self.calibrated_.update(series.tail(self.settings.window))
+        self.calibrated_.update(series.last(self.settings.window))
         return self
 
     def predict(

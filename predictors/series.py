@@ -13,6 +13,23 @@ FloatArray = npt.NDArray[np.float64]
 Aggregation = Literal["mean", "sum", "max"]
 
 
+TUNED_STEP = 300.0
+"""The step the models' windows and feature spans were tuned at (5 minutes)."""
+
+
+def steps_in(seconds: float, step: float) -> int:
+    """How many grid steps of ``step`` seconds a window or span of ``seconds`` holds:
+    rounded, at least 1, and never fewer than at `TUNED_STEP`.
+
+    Windows and feature spans are set in time, so that a model sees the same days (and
+    the same seasonal cycles) at a 1-minute step as at a 5-minute one. At a coarser step
+    they keep the 5-minute point counts instead: in time, a 30-minute trace's lags of 5 to
+    60 minutes collapse to two and its 14-day window to 672 rows, and the forecast
+    benchmark's boosted trees on nyc_taxi lost a third (MASE 0.31 to 0.42 one step ahead).
+    """
+    return max(1, round(seconds / min(step, TUNED_STEP)))
+
+
 @dataclass(frozen=True)
 class Series:
     """Values on a regular grid: point ``i`` is at ``start + i * step`` (unix seconds)."""
@@ -54,6 +71,10 @@ class Series:
         """The last ``n`` points."""
         n = max(0, min(int(n), len(self)))
         return Series(self.end - n * self.step, self.step, self.values[len(self) - n :])
+
+    def last(self, seconds: float) -> Series:
+        """The points of the last ``seconds``, counted as `steps_in` counts them."""
+        return self.tail(steps_in(seconds, self.step))
 
     def window(self, since: float, until: float) -> Series:
         """Points with ``since <= t < until``."""

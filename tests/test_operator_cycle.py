@@ -180,9 +180,10 @@ async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_an
                  if c["type"] == "ForecastTrusted")
     assert trust["reason"] == "ForecastUnavailable"
     assert "fitting failed: ValueError: the history holds no usable sample" in trust["message"]
-    assert runtime.fitter.needs_fit(("shop", "web", "rps"), Recipe(None, 0.9, 60.0),
+    recipe = Recipe(None, 0.9, 60.0, 86400.0, 12)
+    assert runtime.fitter.needs_fit(("shop", "web", "rps"), recipe,
                                     clock.now, 3600, False) is None  # backs off
-    assert runtime.fitter.needs_fit(("shop", "web", "rps"), Recipe(None, 0.9, 60.0),
+    assert runtime.fitter.needs_fit(("shop", "web", "rps"), recipe,
                                     clock.now + 301, 3600, False) is not None
 
 

@@ -25,7 +25,9 @@ from foreseer.operator.settings import FittingSettings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
 
-RECIPE = Recipe(models=("naive", "seasonal_naive"), quantile=0.9, step=60.0)
+DAY = 86400.0
+RECIPE = Recipe(models=("naive", "seasonal_naive"), quantile=0.9, step=60.0, history=DAY,
+                horizon=12)
 
 
 def pod(uid: str, created: str, ready_at: str | None, status: str = "True") -> dict:
@@ -171,7 +173,7 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
             "live forecast error drifted"
         assert fitter.needs_fit(key, RECIPE, 4600.0, 3600, drifting=False) == \
             "retrain interval elapsed"
-        other = Recipe(models=("naive",), quantile=0.9, step=60.0)
+        other = Recipe(models=("naive",), quantile=0.9, step=60.0, history=DAY, horizon=12)
         assert fitter.needs_fit(key, other, 1010.0, 3600, drifting=False) == \
             "the policy changed"
 
@@ -186,7 +188,8 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
 
 
 def test_a_fitted_model_calibrates_only_the_quantile_its_policy_provisions_for() -> None:
-    recipe = Recipe(models=("naive", "ewma"), quantile=0.95, step=60.0)
+    recipe = Recipe(models=("naive", "ewma"), quantile=0.95, step=60.0, history=DAY,
+                    horizon=12)
     model, _ = fit_forecaster(history(n=600), recipe)
 
     calibrated = model.calibrated_  # type: ignore[attr-defined]
@@ -203,7 +206,8 @@ def loaded_libraries() -> list[str]:
 def test_a_fitting_worker_fits_boosted_trees_without_loading_pandas() -> None:
     executor = default_executor(FittingSettings(workers=1))
     try:
-        recipe = Recipe(models=("boosting",), quantile=0.9, step=60.0)
+        recipe = Recipe(models=("boosting",), quantile=0.9, step=60.0, history=DAY,
+                        horizon=12)
         model, _ = executor.submit(fit_forecaster, history(n=1440), recipe).result(timeout=300)
         loaded = executor.submit(loaded_libraries).result(timeout=60)
     finally:

@@ -118,7 +118,7 @@ def test_a_winner_that_fell_back_at_the_oldest_origin_is_refitted_on_the_whole_h
 
 
 def test_a_winner_that_fell_back_even_on_the_whole_history_names_the_model_answering():
-    settings = SelectionSettings(window=80)
+    settings = SelectionSettings(window=80 * 300.0)
     model = AutoForecaster(["boosting"], settings=settings).fit(noisy_series(80))
     assert model.selected_ == "boosting"
     assert model.predict(3).model == "boosting (fell back to ewma)"
@@ -152,7 +152,7 @@ def test_an_unknown_model_name_is_a_clear_error():
 def test_the_fit_uses_only_the_recent_window():
     series = Series(0.0, 300.0, np.r_[np.full(5000, 1000.0), np.full(500, 10.0)])
     settings = SelectionSettings(
-        window=400,
+        window=400 * 300.0,
         calibration=CalibrationSettings(backtest=BacktestSettings(horizon=6, origins=8)),
     )
     model = auto(settings=settings).fit(series)
