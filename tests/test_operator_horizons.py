@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from test_operator_cycle import FakeCluster, FakeSource, FrozenClock, body, inline_pool, run_ticks
+from test_operator_cycle import FakeCluster, body, inline_pool, run_ticks
 
 from foreseer.operator.fitting import Fitter, Recipe, backtest_steps, fit_forecaster
 from foreseer.operator.handlers import Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
+from harness.fakes import FakeSource, FrozenClock
 
 DAY = 86400.0
 KEY = ("shop", "web", "rps")
