@@ -29,7 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from foreseer.bench.forecasting import load_trace
-from foreseer.operator.fitting import Recipe, backtest_steps, fit_forecaster
+from foreseer.operator.fitting import fit_forecaster
+from foreseer.operator.forecasting import Recipe, backtest_steps
 from foreseer.predictors.periods import DAY, HOUR, WEEK
 from foreseer.predictors.series import Series
 

@@ -35,7 +35,6 @@ from foreseer.simulator.policies import (
     CRANE_STYLE,
     FORESEER_AUTO,
     FORESEER_REACTIVE,
-    HISTORY_STEP,
     HPA,
     PHPA_STYLE,
     simulation_spec,
@@ -67,8 +66,10 @@ expensive part of the benchmark (an HPA-only run takes about a second)."""
 DEFAULT_RETRAIN = "auto"
 REFIT_POINTS = 288
 """With --retrain auto, refit after a day or this many new history points, whichever is
-longer (a day at 5 minutes, six at 30): the fit window is 4032 points, so a refit on a
-few more adds little, and in between the model is conditioned on every new point."""
+longer (six days at 30 minutes), instead of the policy's hourly default: a fit takes a
+second or more, and a trace of two months at the default would spend hours on refits
+that add an hour to a window of seven days. In between, the model is conditioned on
+every new point, and a drifting live error refits at once, as in the operator."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +156,8 @@ def run_one(job: Job) -> Outcome:
     trace = read_trace(job.path)
     comparison = _policy_for(job, job.path)
     if comparison.retrain is None:
-        point = max(trace.step, HISTORY_STEP)
+        workload = resolve(trace, comparison.scenario)
+        point = parse_duration(simulation_spec(workload).forecast.step)
         comparison = replace(comparison, retrain=max(86400.0, REFIT_POINTS * point))
     with warnings.catch_warnings():
         # Forecasters warn on all-NaN windows they handle; the report is the scores.

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-import numpy as np
 from kubernetes.config import kube_config
 from pydantic import ValidationError
 
-from foreseer.operator import fitting
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.deciding import (
     Decision,
@@ -37,8 +35,10 @@ from foreseer.operator.deciding import (
 )
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.events import EventQueue
-from foreseer.operator.fitting import Fitter, LeadTime, LiveError, Recipe
+from foreseer.operator.fitting import Fitter
+from foreseer.operator.forecasting import LiveError, Plan, Step, forecast_step, grid_points
 from foreseer.operator.guards import advance_breaker
+from foreseer.operator.leadtimes import LeadTime
 from foreseer.operator.scoping import OutOfScope, QueryScope, Unparsable, scoped
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
@@ -497,7 +497,7 @@ MODEL_BYTES = 256 * 1024
 
 def footprint_bytes(spec: ScalingPolicySpec) -> float:
     """The memory a policy makes the operator hold, estimated from its spec."""
-    points = math.ceil(parse_duration(spec.forecast.history) / parse_duration(spec.forecast.step))
+    points = grid_points(parse_duration(spec.forecast.history), parse_duration(spec.forecast.step))
     return len(spec.metrics) * (points * HISTORY_BYTES_PER_POINT + MODEL_BYTES)
 
 
@@ -700,22 +700,13 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
     """
     if spec.mode is Mode.REACTIVE:
         return {}, {}
-    interval = parse_duration(spec.interval)
-    step = parse_duration(spec.forecast.step)
-    retrain = parse_duration(spec.forecast.retrain_interval)
-    max_ratio = spec.guards.forecast_trust.max_error_ratio
-    horizon = fitting.horizon_seconds(spec.forecast.horizon, interval, memory.lead)
-    recipe = Recipe(
-        models=spec.forecast.candidates, quantile=spec.forecast.quantile, step=step,
-        history=parse_duration(spec.forecast.history),
-        horizon=fitting.backtest_steps(horizon, step))
+    plan = Plan.of(spec, memory.lead.seconds())
     forecasts: dict[str, ForecastInput] = {}
     unforecast: dict[str, str] = {}
     for metric_name, history in histories.items():
         key = (namespace, name, metric_name)
         try:
-            forecast = await forecast_one(runtime, key, history, recipe, spec, memory, now,
-                                          horizon, retrain, max_ratio)
+            forecast = await forecast_one(runtime, key, history, plan, memory, now)
         except Exception as exc:
             logger.exception("forecasting %s/%s metric %s failed", *key)
             forecast = f"the forecast failed ({type(exc).__name__}: {exc})"[:300]
@@ -727,44 +718,30 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
 
 
 async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Series,
-                       recipe: Recipe, spec: ScalingPolicySpec, memory: PolicyMemory,
-                       now: float, horizon: float, retrain: float,
-                       max_ratio: float) -> ForecastInput | str | None:
-    """One metric's forecast; else why there is none (a failed fit), or None (cold start)."""
+                       plan: Plan, memory: PolicyMemory,
+                       now: float) -> ForecastInput | str | None:
+    """One metric's forecast step (`forecast_step`) and the fit it asks for; the forecast,
+    else why there is none (a failed fit, no forecast from the model), or None (cold
+    start)."""
     namespace, name, metric_name = key
-    step = recipe.step
     errors = memory.errors.setdefault(metric_name, LiveError())
-    errors.score(history)
-    live = errors.mase()
     fitted = runtime.fitter.get(key)
-    usable = fitted is not None and fitted.recipe == recipe
-    reason = runtime.fitter.needs_fit(key, recipe, now, retrain,
-                                      fitting.drifting(live, max_ratio))
-    if reason is not None and history.observed() > 0 and runtime.fitter.submit(
-            key, history, recipe, runtime.clock, first=not usable):
-        logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, reason)
-        if fitted is not None:  # a refit: the old model's errors say nothing of the new
-            errors.reset()
+    step: Step = await runtime.fitter.forecast(
+        key, fitted, history,
+        lambda condition: forecast_step(history, fitted, plan, errors, now, condition=condition))
+    if step.refit is not None and history.observed() > 0 and runtime.fitter.may_fit(key, now) \
+            and runtime.fitter.submit(key, history, plan.recipe, runtime.clock,
+                                      first=not step.usable):
+        logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, step.refit)
+    live = step.live_error
     shown = live if live is None or math.isfinite(live) else None
-    if fitted is None or not usable:
-        runtime.telemetry.observe_metric(namespace, name, metric_name, None, shown)
+    runtime.telemetry.observe_metric(
+        namespace, name, metric_name,
+        None if step.forecast is None else step.forecast.value, shown)
+    if not step.usable:
         failure = runtime.fitter.failure(key)
         return None if failure is None else f"fitting failed: {failure}"
-    # Step k of a forecast is at history.end + k * step; the newest point lags now by up
-    # to a step and a scrape, so count the horizon from now, not from the newest point.
-    steps = max(1, math.ceil((now + horizon - history.end) / step) + 1)
-    forecast = await runtime.fitter.forecast(key, fitted, history, steps,
-                                             spec.forecast.quantile)
-    if forecast is None:
-        return "the model gave no forecast for this history"
-    value, point, model = forecast
-    last = history.values[~np.isnan(history.values)]
-    if last.size:
-        errors.expect(history.end + (steps - 1) * step, point, float(last[-1]))
-    mase = live if live is not None else fitting.prior_error(fitted.model, steps)
-    runtime.telemetry.observe_metric(namespace, name, metric_name, value, shown)
-    return ForecastInput(value=value, model=model, mase=mase, horizon=horizon,
-                         quantile=spec.forecast.quantile)
+    return step.forecast if step.forecast is not None else step.reason
 
 
 def publish(runtime: Runtime, namespace: str, name: str, current: int,

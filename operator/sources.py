@@ -38,6 +38,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from foreseer.operator.deciding import MetricOutage, OutageKind
+from foreseer.operator.forecasting import history_grid
 from foreseer.operator.settings import PrometheusSettings
 from foreseer.predictors.series import Series
 
@@ -234,9 +235,8 @@ class Prometheus:
     async def history(self, key: HistoryKey, query: str, *, step: float, window: float,
                       now: float, tenant: str | None = None) -> Series | None:
         """The metric's history over `window` up to `now`; reads only what is not known yet."""
-        last = math.floor(now / step) * step
-        points = max(1, math.ceil(window / step))
-        first = last - (points - 1) * step
+        first, points = history_grid(now, step, window)
+        last = first + (points - 1) * step
         tracked = self._histories.get(key)
         if tracked is None or (tracked.query, tracked.step, tracked.window) != (query, step,
                                                                                 window):

@@ -11,12 +11,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from foreseer.operator.deciding import ForecastInput
 from foreseer.operator.durations import format_duration, parse_duration
-from foreseer.operator.fitting import LiveError
-from foreseer.operator.specs import AUTO, Behavior, Mode, ScalingPolicySpec
-from foreseer.predictors.forecasts import Forecast
-from foreseer.predictors.selecting import AutoForecaster
+from foreseer.operator.forecasting import (
+    FIT_RETRY_SECONDS,
+    Fitted,
+    LiveError,
+    Plan,
+    fit_recipe,
+    forecast_step,
+    history_grid,
+)
+from foreseer.operator.specs import Behavior, Mode, ScalingPolicySpec
 from foreseer.predictors.series import Series
 from foreseer.simulator.baselines import CraneDsp, PhpaHoltWinters
 from foreseer.simulator.engines import Engine
@@ -33,38 +38,28 @@ CRANE_WINDOW = 3600.0
 """Crane's EHPA predictionWindowSeconds in its documented example."""
 CRANE_REFIT = 3600.0
 """How often the Crane-style forecast is recomputed."""
-HISTORY_STEP = 300.0
-"""Default forecast.step of the simulated policy (seconds), when the interval is finer."""
 
 
 def simulation_spec(workload: Workload, base: ScalingPolicySpec | None = None) -> ScalingPolicySpec:
-    """``base`` (or a default policy) set up for the workload: one metric at the shared target,
-    decisions every interval, history at the decision step."""
-    step = format_duration(workload.interval)
-    # History at 5-minute resolution or the interval if coarser, as a range query would
-    # fetch it: finer points cost fitting time and carry little more about the next hour.
-    history_step = format_duration(workload.interval * max(1, HISTORY_STEP // workload.interval))
+    """``base`` (or the CRD's default policy) set up for the workload: one metric at the shared
+    target, decisions every interval, and the policy's history step where the trace is that
+    fine (1 minute by default), else the trace's own step."""
     metric = {"name": "load", "query": "load", "targetPerReplica": workload.target_per_replica}
     if base is None:
         peak = float(workload.trace.values.max())
         # Room to double the peak: bounds that never bind, so only the policies differ.
         ceiling = max(10, math.ceil(2 * peak / workload.target_per_replica))
-        return ScalingPolicySpec.model_validate({
-            "scaleTargetRef": {"name": "simulated"},
-            "minReplicas": 1,
-            "maxReplicas": ceiling,
-            "metrics": [metric],
-            "interval": step,
-            "forecast": {"step": history_step},
-        })
+        base = ScalingPolicySpec.model_validate({
+            "scaleTargetRef": {"name": "simulated"}, "minReplicas": 1, "maxReplicas": ceiling,
+            "metrics": [metric]})
     data = base.model_dump(by_alias=True, exclude_none=True)
     data["metrics"] = [{**data["metrics"][0], "targetPerReplica": workload.target_per_replica}]
-    data["interval"] = step
-    # The history is built from one observation per decision, so its step must be a
-    # whole number of intervals.
+    data["interval"] = format_duration(workload.interval)
+    # The simulation scrapes once a decision, so a history step finer than that, or not a
+    # whole number of decisions, would only repeat points.
     ratio = parse_duration(base.forecast.step) / workload.interval
     if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
-        data["forecast"] = {**data.get("forecast", {}), "step": step}
+        data["forecast"] = {**data.get("forecast", {}), "step": data["interval"]}
     return ScalingPolicySpec.model_validate(data)
 
 
@@ -93,89 +88,65 @@ class Reactive:
         return self.engine.decide(tick.now, tick.replicas, float(tick.history.values[-1]))
 
 
+def scraped(tick: Tick, step: float, window: float) -> Series:
+    """The history a range query at ``step`` over ``window`` returns at the tick: the operator's
+    grid (`history_grid`), each point the newest scrape at or before it (the simulation
+    scrapes once a tick), NaN before the first."""
+    first, points = history_grid(tick.now, step, window)
+    times = first + step * np.arange(points, dtype=np.float64)
+    observed = tick.history
+    index = np.floor((times - observed.start) / observed.step + 1e-9).astype(np.int64)
+    seen = (index >= 0) & (index < len(observed))
+    values = np.full(points, np.nan)
+    values[seen] = observed.values[index[seen]]
+    return Series(first, step, values)
+
+
 @dataclass
 class Foreseer:
-    """foreseer Auto as the operator runs it: the AutoForecaster fitted every ``retrain`` of
-    sim time on the history at ``forecast.step``, conditioned on each new point of it in
-    between, its live error (MASE against what then happened) gating trust, and decide()
-    on top at every tick."""
+    """foreseer Auto as the operator runs it: every tick, the operator's forecast step
+    (`forecast_step`) on the history its range query would read, `decide()` on the forecast,
+    and the operator's fit (`fit_recipe`) whenever the step says a refit is due. A fit lands
+    at once, so the next tick uses it, as in the operator when a worker is free."""
 
     engine: Engine
     lead: float
-    """Seconds ahead to forecast (horizon auto = replica startup + one interval)."""
-    startup: float
-    """Seconds a replica ordered now takes to serve: the forecast before that is moot."""
-    retrain: float
-    """Seconds between refits."""
+    """Seconds a new replica takes to become ready (what ``horizon: auto`` measures)."""
     label: str = FORESEER_AUTO
     band: Band | None = field(default_factory=Band)
-    model_: AutoForecaster | None = field(default=None, init=False)
-    fitted_at_: float = field(default=-math.inf, init=False)
+    fitted_: Fitted | None = field(default=None, init=False)
+    failed_at_: float = field(default=-math.inf, init=False)
     error_: LiveError = field(default_factory=LiveError, init=False)
-    forecast_: Forecast | None = field(default=None, init=False)
-    """The forecast from the newest complete history point, reused until the next one."""
-    points_: int = field(default=-1, init=False)
+    conditioned_: tuple[object, float] | None = field(default=None, init=False)
+    """The model last conditioned, and the end of the history it saw."""
 
     def decide(self, tick: Tick) -> int:
         spec = self.engine.spec
-        current = float(tick.history.values[-1])
-        step = parse_duration(spec.forecast.step)
-        per_point = max(1, round(step / tick.history.step))
-        points = len(tick.history) // per_point
-        if points != self.points_:
-            self.points_ = points
-            self._refresh(tick.now, tick.history, per_point)
-        forecast = self.forecast_
-        if forecast is None:
-            return self.engine.decide(tick.now, tick.replicas, current)
-        # The load while replicas ordered now serve, before the next decision's do.
-        first = math.ceil((tick.now + self.startup - forecast.start) / forecast.step)
-        last = math.floor((tick.now + self.lead - forecast.start) / forecast.step)
-        first = min(max(first, 0), forecast.horizon - 1)
-        last = min(max(last, first), forecast.horizon - 1)
-        quantile = spec.forecast.quantile
-        value = float(np.max(forecast.quantile(quantile)[first : last + 1]))
-        given = ForecastInput(value=value, model=forecast.model, mase=self.error_.mase(),
-                              horizon=self.lead, quantile=quantile)
-        return self.engine.decide(tick.now, tick.replicas, current, given)
-
-    def _refresh(self, now: float, observed: Series, per_point: int) -> None:
-        """Forecast again from history that gained a point (as a range query at step sees it)."""
-        spec = self.engine.spec
-        complete = Series(observed.start, observed.step,
-                          observed.values[: self.points_ * per_point])
-        history = complete.resample(observed.step * per_point)
-        history = history.tail(int(parse_duration(spec.forecast.history) // history.step))
-        self.error_.score(history)
-        self.forecast_ = None
-        if len(history) == 0:
-            return
-        # Enough steps to cover the lead from every tick until the next point arrives.
-        steps = math.ceil(self.lead / history.step) + 2
-        try:
-            if now - self.fitted_at_ >= self.retrain:
-                self.fitted_at_ = now
-                models = None if AUTO in spec.forecast.models else spec.forecast.models
-                self.model_ = AutoForecaster(models=models, quantile=spec.forecast.quantile
-                                             ).fit(history)
-            elif self.model_ is not None:
-                self.model_.update(history)
-            if self.model_ is None:
-                return
-            forecast = self.model_.predict(steps, (0.5, spec.forecast.quantile))
-        except ValueError:
-            # Unusable history (too short, all missing): Auto acts as Reactive, as in the
-            # operator, and tries again at the next refit.
-            self.model_ = None
-            return
-        self.forecast_ = forecast
-        at = max(0, math.ceil(self.lead / history.step) - 1)
-        target = forecast.start + at * forecast.step
-        self.error_.expect(target, float(forecast.mean[at]), float(history.values[-1]))
-        if self.band is not None:
-            self.band.times.append(target)
-            self.band.low.append(float(forecast.quantile(0.5)[at]))
-            self.band.high.append(float(forecast.quantile(spec.forecast.quantile)[at]))
+        plan = Plan.of(spec, self.lead)
+        history = scraped(tick, plan.recipe.step, plan.recipe.history)
+        fitted = self.fitted_
+        seen = None if fitted is None else (fitted.model, history.end)
+        fresh = seen is not None and seen != self.conditioned_
+        step = forecast_step(history, fitted, plan, self.error_, tick.now, condition=fresh)
+        if fresh:
+            self.conditioned_ = seen
+        if (step.refit is not None and history.observed() > 0
+                and tick.now - self.failed_at_ >= FIT_RETRY_SECONDS):
+            try:
+                model = fit_recipe(history, plan.recipe)
+            except ValueError:
+                # A history the models refuse (too short, all missing): tried again later,
+                # as the operator retries a failed fit.
+                self.failed_at_ = tick.now
+            else:
+                self.fitted_ = Fitted(model, plan.recipe, tick.now, history.observed(), 0.0)
+        forecast = step.forecast
+        if forecast is not None and step.point is not None and self.band is not None:
+            self.band.times.append(tick.now + plan.horizon)
+            self.band.low.append(step.point)
+            self.band.high.append(forecast.value)
+        return self.engine.decide(tick.now, tick.replicas, float(tick.history.values[-1]),
+                                  forecast)
 
 
 @dataclass
@@ -223,14 +194,15 @@ class PhpaStyle:
 
 def standard_policies(spec: ScalingPolicySpec, workload: Workload, retrain: float | None = None
                       ) -> list[Policy]:
-    """foreseer Auto and Reactive, the HPA, PHPA-style and Crane-style, in table order."""
-    lead = workload.startup + workload.interval
-    if spec.forecast.horizon != AUTO:
-        lead = parse_duration(spec.forecast.horizon)
-    refit = retrain if retrain is not None else parse_duration(spec.forecast.retrain_interval)
+    """foreseer Auto and Reactive, the HPA, PHPA-style and Crane-style, in table order;
+    ``retrain`` (seconds) replaces the policy's ``forecast.retrainInterval``."""
+    auto = _with(spec, mode=Mode.AUTO)
+    if retrain is not None:
+        auto = _with(auto, forecast=spec.forecast.model_copy(
+            update={"retrain_interval": format_duration(retrain)}))
     hpa = hpa_spec(spec)
     return [
-        Foreseer(Engine(_with(spec, mode=Mode.AUTO)), lead, workload.startup, refit),
+        Foreseer(Engine(auto), workload.startup),
         Reactive(FORESEER_REACTIVE, Engine(_with(spec, mode=Mode.REACTIVE))),
         Reactive(HPA, Engine(hpa)),
         PhpaStyle(Engine(hpa), PhpaHoltWinters(season=max(2, round(86400 / workload.interval))),

@@ -18,7 +18,8 @@ import pytest
 from foreseer.operator import handlers
 from foreseer.operator.clusters import ClusterError, Scale
 from foreseer.operator.deciding import MetricOutage, OutageKind
-from foreseer.operator.fitting import Fitter, Recipe
+from foreseer.operator.fitting import Fitter
+from foreseer.operator.forecasting import Recipe
 from foreseer.operator.handlers import Runtime, tick
 from foreseer.operator.scoping import QueryScope
 from foreseer.operator.settings import FittingSettings, PrometheusSettings, Settings
@@ -180,11 +181,8 @@ async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_an
                  if c["type"] == "ForecastTrusted")
     assert trust["reason"] == "ForecastUnavailable"
     assert "fitting failed: ValueError: the history holds no usable sample" in trust["message"]
-    recipe = Recipe(None, 0.9, 60.0, 86400.0, 12)
-    assert runtime.fitter.needs_fit(("shop", "web", "rps"), recipe,
-                                    clock.now, 3600, False) is None  # backs off
-    assert runtime.fitter.needs_fit(("shop", "web", "rps"), recipe,
-                                    clock.now + 301, 3600, False) is not None
+    assert not runtime.fitter.may_fit(("shop", "web", "rps"), clock.now)  # backs off
+    assert runtime.fitter.may_fit(("shop", "web", "rps"), clock.now + 301)
 
 
 async def test_a_steady_policy_writes_its_status_only_when_it_changes_or_every_ten_minutes(

@@ -10,17 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from foreseer.operator.fitting import (
-    LEAD_RELIST_SECONDS,
-    Fitter,
-    LeadTime,
-    LiveError,
-    Recipe,
-    default_executor,
-    fit_forecaster,
-    horizon_seconds,
-    readiness_seconds,
-)
+from foreseer.operator.fitting import Fitter, default_executor, fit_forecaster
+from foreseer.operator.forecasting import LiveError, Recipe, horizon_seconds, refit_due
+from foreseer.operator.leadtimes import LEAD_RELIST_SECONDS, LeadTime, readiness_seconds
 from foreseer.operator.settings import FittingSettings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
@@ -83,8 +75,8 @@ def test_auto_horizon_is_the_lead_time_plus_one_interval() -> None:
     lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")], (1, 1), 0.0)
     lead.observe([pod("a", "2026-01-01T00:00:00Z", "2026-01-01T00:01:30Z")], (1, 1), 30.0)
     assert list(lead.samples) == [90.0]
-    assert horizon_seconds("auto", 30.0, lead) == 120.0
-    assert horizon_seconds("5m", 30.0, lead) == 300.0
+    assert horizon_seconds("auto", 30.0, lead.seconds()) == 120.0
+    assert horizon_seconds("5m", 30.0, lead.seconds()) == 300.0
 
 
 def test_pods_are_listed_again_when_replicas_move_or_a_pod_is_not_ready_yet() -> None:
@@ -161,21 +153,19 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
                     pool=lambda s: ThreadPoolExecutor(s.workers))
     try:
         key = ("ns", "p", "load")
-        assert fitter.needs_fit(key, RECIPE, now=0.0, retrain_seconds=3600,
-                                drifting=False) == "no model yet"
+        assert refit_due(None, RECIPE, now=0.0, retrain=3600, drift=False) == "no model yet"
         fitter.submit(key, history(), RECIPE, lambda: 1000.0)
         await fitter.wait(key)
         fitted = fitter.get(key)
         assert fitted is not None and fitted.points == 200
-        assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=False) is None
-        assert fitter.needs_fit(key, RECIPE, 1010.0, 3600, drifting=True) is None  # too soon
-        assert fitter.needs_fit(key, RECIPE, 1300.0, 3600, drifting=True) == \
+        assert refit_due(fitted, RECIPE, 1010.0, 3600, drift=False) is None
+        assert refit_due(fitted, RECIPE, 1010.0, 3600, drift=True) is None  # too soon
+        assert refit_due(fitted, RECIPE, 1300.0, 3600, drift=True) == \
             "live forecast error drifted"
-        assert fitter.needs_fit(key, RECIPE, 4600.0, 3600, drifting=False) == \
+        assert refit_due(fitted, RECIPE, 4600.0, 3600, drift=False) == \
             "retrain interval elapsed"
         other = Recipe(models=("naive",), quantile=0.9, step=60.0, history=DAY, horizon=12)
-        assert fitter.needs_fit(key, other, 1010.0, 3600, drifting=False) == \
-            "the policy changed"
+        assert refit_due(fitted, other, 1010.0, 3600, drift=False) == "the policy changed"
 
         for metric in ("a", "b"):
             fitter.submit(("ns", "q", metric), history(), RECIPE, lambda: 1000.0)

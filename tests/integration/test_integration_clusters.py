@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
-from foreseer.operator.fitting import readiness_seconds
+from foreseer.operator.leadtimes import readiness_seconds
 from foreseer.operator.specs import GROUP, PLURAL, VERSION, ScaleTargetRef
 from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
 from harness.waiting import until
