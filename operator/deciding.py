@@ -42,9 +42,10 @@ from foreseer.operator.guards import (
     advance_breaker,
     apply_guards,
 )
-from foreseer.operator.specs import Mode, ScalingPolicySpec
+from foreseer.operator.specs import MetricSpec, Mode, ScalingPolicySpec
 from foreseer.operator.statuses import (
     HISTORY_LIMIT,
+    CapacityStatus,
     Condition,
     ConditionType,
     ForecastStatus,
@@ -103,6 +104,12 @@ class Observation:
     """Per metric name, why it has no forecast this cycle although it should (its fit
     failed, its history holds no usable sample, the forecast step raised): the metric
     acts reactively and the ForecastTrusted condition names the cause, not a cold start."""
+    utilization: Mapping[str, float | MetricOutage] = field(default_factory=dict)
+    """Per metric with ``utilization``: the current mean utilisation of the ready replicas
+    (a fraction), or why there is none; missing from the mapping is an EMPTY outage."""
+    capacities: Mapping[str, CapacityStatus] = field(default_factory=dict)
+    """Per metric, its learned capacity (`foreseer.operator.capacities.learn`); a trusted
+    one sizes the metric's load, and all are carried into the status."""
     scale_error: str | None = None
     """Set when patching /scale with this cycle's decision failed: call decide() again
     with the same inputs (and the state from before this cycle) plus this error. That
@@ -175,12 +182,48 @@ def _reading(value: float | MetricOutage | None) -> float | MetricOutage:
     return float(value)
 
 
+def _utilization(value: float | MetricOutage | None) -> float | MetricOutage:
+    reading = _reading(value)
+    if isinstance(reading, float) and reading > 10:
+        # A fraction far past 1 is a percentage or a wrong query, not a busy pod.
+        return MetricOutage(OutageKind.INVALID, f"utilisation {reading} is not a fraction")
+    return reading
+
+
 def hpa_replicas(load: float, target: float, current: int, tolerance: float) -> int:
     """The HPA's per-metric count for an AverageValue target: unchanged while the usage
     ratio is within the tolerance of 1, else ceil(load / target)."""
     if current > 0 and abs(1.0 - load / (target * current)) <= tolerance:
         return current
     return _replicas(load, target)
+
+
+def hpa_utilization_replicas(utilization: float, target: float, current: int,
+                             tolerance: float) -> int:
+    """The HPA's per-metric count for a Utilization target: unchanged while utilisation /
+    target is within the tolerance of 1, else ceil(current × utilisation / target)."""
+    ratio = utilization / target
+    if abs(1.0 - ratio) <= tolerance:
+        return current
+    if ratio * current >= MAX_REPLICAS:
+        return MAX_REPLICAS
+    return math.ceil(ratio * current * (1 - 1e-9))
+
+
+UTILIZATION = "utilization"
+"""The limitedBy entry, and the sizing name, of the HPA formula on a utilisation metric."""
+
+
+def sizing(metric: MetricSpec, capacities: Mapping[str, CapacityStatus]) -> tuple[
+        float | None, str]:
+    """The load per replica a metric is sized with, and the sizing's name: a trusted learned
+    capacity, else targetPerReplica, else none (the utilisation formula alone serves)."""
+    capacity = capacities.get(metric.name)
+    if capacity is not None and capacity.trusted and capacity.per_replica:
+        return capacity.per_replica, "capacity"
+    if metric.target_per_replica is not None:
+        return metric.target_per_replica, "targetPerReplica"
+    return None, UTILIZATION
 
 
 @dataclass(frozen=True)
@@ -195,6 +238,10 @@ class _Plan:
     forecast: ForecastStatus | None
     trust: tuple[str, str]
     """The ForecastTrusted condition's (reason, message)."""
+    sized_by: str | None
+    """The metric and sizing that set ``raw``."""
+    floored: bool
+    """Whether a utilisation floor set ``raw`` above what every load asks."""
 
 
 def _usable(forecast: ForecastInput) -> bool:
@@ -220,20 +267,32 @@ def _is_trusted(forecast: ForecastInput, max_ratio: float) -> bool:
 
 
 def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
-          forecasts: Mapping[str, ForecastInput], unforecast: Mapping[str, str],
+          utilizations: Mapping[str, float], forecasts: Mapping[str, ForecastInput],
+          unforecast: Mapping[str, str], capacities: Mapping[str, CapacityStatus],
           current: int) -> _Plan:
     tolerance = spec.behavior.tolerance
     max_ratio = spec.guards.forecast_trust.max_error_ratio
-    targets = {m.name: m.target_per_replica for m in spec.metrics}
-    reactive = {n: hpa_replicas(v, targets[n], current, tolerance) for n, v in loads.items()}
-    usable = {n: f for n, f in forecasts.items() if n in loads and _usable(f)}
+    sizes = {m.name: sizing(m, capacities) for m in spec.metrics}
+    targets = {n: size for n, (size, _) in sizes.items() if size is not None}
+    reactive = {n: hpa_replicas(v, targets[n], current, tolerance)
+                for n, v in loads.items() if n in targets}
+    # The HPA formula on each utilisation is always in the max: a capacity that dropped
+    # (a costlier release) raises utilisation before any refit notices.
+    utilization_targets = {m.name: m.utilization.target for m in spec.metrics if m.utilization}
+    floors = {n: hpa_utilization_replicas(u, utilization_targets[n], current, tolerance)
+              for n, u in utilizations.items() if n in utilization_targets}
+    # A metric is forecast in replicas only with a load per replica: the decision never
+    # guesses a capacity.
+    usable = {n: f for n, f in forecasts.items() if n in loads and n in targets and _usable(f)}
     # The forecast gets the same tolerance band as the current value: without it a
     # forecast that wobbles around the current capacity moves replicas on every tick.
     predictive = {n: hpa_replicas(f.value, targets[n], current, tolerance)
                   for n, f in usable.items()}
     trusted = () if spec.mode is Mode.REACTIVE else tuple(
         n for n in predictive if _is_trusted(usable[n], max_ratio))
-    floor = max(reactive.values(), default=None)
+    named = {(n, sizes[n][1]): r for n, r in reactive.items()} | {
+        (n, UTILIZATION): r for n, r in floors.items()}
+    floor = max(named.values(), default=None)
 
     forecast = None
     if predictive:
@@ -244,14 +303,33 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
             quantile=chosen.quantile, value=chosen.value, mase=_finite(chosen.mase),
             trusted=lead in trusted)
 
-    raw, lowering = floor, None
+    raw, lowering, combined = floor, None, named
     if trusted and floor is not None:
-        combined = {**reactive, **{n: predictive[n] for n in trusted}}
+        combined = {**named, **{(n, sizes[n][1]): predictive[n] for n in trusted}}
         raw = max(combined.values())
         if raw < floor:
             lowering = max(usable[n].horizon for n in trusted)
+    sized_by, floored = None, False
+    if raw is not None:
+        winner = max(combined, key=lambda k: (combined[k], k[1] != UTILIZATION))
+        sized_by = f"{winner[0]} ({_sizing_text(winner, targets, utilizations, spec)})"
+        by_load = [r for k, r in combined.items() if k[1] != UTILIZATION]
+        floored = winner[1] == UTILIZATION and bool(by_load) and raw > max(by_load)
     return _Plan(floor, max(predictive.values(), default=None), raw, trusted, lowering,
-                 forecast, _trust(spec, loads, forecasts, unforecast, usable, trusted))
+                 forecast, _trust(spec, loads, forecasts, unforecast, usable, trusted),
+                 sized_by, floored)
+
+
+def _sizing_text(key: tuple[str, str], targets: Mapping[str, float],
+                 utilizations: Mapping[str, float], spec: ScalingPolicySpec) -> str:
+    name, kind = key
+    if kind == UTILIZATION:
+        target = next(m.utilization.target for m in spec.metrics
+                      if m.name == name and m.utilization)
+        return f"utilization {utilizations[name]:.3g} against target {target:g}"
+    if kind == "capacity":
+        return f"learned capacity {targets[name]:.4g} per replica"
+    return f"targetPerReplica {targets[name]:g}"
 
 
 def _trust(spec: ScalingPolicySpec, loads: Mapping[str, float],
@@ -322,9 +400,21 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     t = moment.timestamp()  # on the status' microsecond grid, as restored history is
     current = observation.current_replicas
     readings = {m.name: _reading(observation.metrics.get(m.name)) for m in spec.metrics}
+    utilization = {m.name: _utilization(observation.utilization.get(m.name))
+                   for m in spec.metrics if m.utilization is not None}
+    for m in spec.metrics:
+        # A load with no load per replica to size it and no utilisation to fall back on
+        # asks for nothing: it is missing, so the outage guard holds the replicas up.
+        if sizing(m, observation.capacities)[0] is None and isinstance(
+                readings[m.name], float) and isinstance(utilization.get(m.name), MetricOutage):
+            readings[m.name] = MetricOutage(
+                OutageKind.EMPTY, "no trusted capacity yet and no utilisation to size it by")
     loads = {n: v for n, v in readings.items() if isinstance(v, float)}
-    outages = {n: v for n, v in readings.items() if isinstance(v, MetricOutage)}
-    plan = _plan(spec, loads, forecasts, observation.unforecast, current)
+    outages = {n: v for n, v in readings.items() if isinstance(v, MetricOutage)} | {
+        f"{n}.{UTILIZATION}": v for n, v in utilization.items() if isinstance(v, MetricOutage)}
+    utilizations = {n: v for n, v in utilization.items() if isinstance(v, float)}
+    plan = _plan(spec, loads, utilizations, forecasts, observation.unforecast,
+                 observation.capacities, current)
 
     # Entries carried over keep their (immutable) models: rebuilding a few hundred
     # pydantic objects per cycle would dominate the decision's cost.
@@ -351,6 +441,10 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
             breaker_holds=holds, recommendations=tuple(recommendations), events=tuple(events),
             up=spec.behavior.up(), down=spec.behavior.down())
         guarded = apply_guards(current if plan.raw is None else plan.raw, ctx)
+        if plan.floored:
+            guarded = Guarded(guarded.value, (UTILIZATION, *guarded.limited_by), (
+                f"the utilisation floor asks for {plan.raw}, more than the load does",
+                *guarded.notes))
         # As the HPA, a scale-down recommendation made while a metric is missing is not
         # remembered: it rests on partial data.
         if plan.raw is not None and not (outages and plan.raw < current):
@@ -367,11 +461,14 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     reason = _reason(spec, plan, guarded, outages, current, observe, observation.scale_error)
     recommendation = Recommendation(
         reactive=plan.reactive, predictive=plan.predictive, raw=plan.raw,
-        final=guarded.value, limited_by=list(guarded.limited_by), reason=reason)
+        final=guarded.value, limited_by=list(guarded.limited_by), sized_by=plan.sized_by,
+        reason=reason)
     new_state = ScalingPolicyStatus(
         observed_generation=observation.generation, current_replicas=current,
         desired_replicas=guarded.value, last_scale_time=last_scale,
         recommendation=recommendation, forecast=plan.forecast, breaker=breaker,
+        capacities=[observation.capacities[m.name] for m in spec.metrics
+                    if m.name in observation.capacities],
         history=History(
             recommendations=[known_recommendations.get((x, r))
                              or TimedRecommendation(time=to_time(x), replicas=r)
@@ -407,6 +504,8 @@ def _reason(spec: ScalingPolicySpec, plan: _Plan, guarded: Guarded,
                  f"(HPA formula, tolerance {spec.behavior.tolerance})"]
         if spec.mode is not Mode.REACTIVE:
             parts.append(plan.trust[1])
+    if plan.sized_by is not None:
+        parts.append(f"sized by {plan.sized_by}")
     if outages and plan.raw is not None:
         parts.append(f"metrics missing: {_describe_outages(outages)}")
     parts.extend(f"{name}: {note}" for name, note in zip(guarded.limited_by, guarded.notes,

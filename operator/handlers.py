@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -622,9 +623,8 @@ async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySp
     try:
         await runtime.cluster.patch_scale(namespace, spec.scale_target_ref, decision.replicas)
     except ClusterError as exc:
-        failed = Observation(current_replicas=current, metrics=observation.metrics,
-                             generation=observation.generation,
-                             unforecast=observation.unforecast, scale_error=str(exc))
+        failed = dataclasses.replace(observation, current_replicas=current,
+                                     scale_error=str(exc))
         runtime.post_event(body, reason="ScaleFailed", warning=True, message=(
             f"could not scale {spec.scale_target_ref.kind}/{spec.scale_target_ref.name} "
             f"from {current} to {decision.replicas}: {exc}"))

@@ -176,20 +176,55 @@ class Mode(StrEnum):
     """Compute and publish everything, never change replicas."""
 
 
+class UtilizationSpec(Model):
+    """A resource utilisation the replicas should run at, as the HPA's ``averageUtilization``.
+
+    foreseer learns from its history how much load one replica serves at the target
+    (`LearnedCapacity`), and always applies the HPA formula on it as a reactive floor.
+    """
+
+    query: str = Field(min_length=1, max_length=8192, pattern=r"\S",
+                       description="PromQL returning one series: the mean utilisation of the "
+                                   "ready replicas as a fraction (0.7 = 70 %), e.g. CPU usage "
+                                   "over CPU requests.")
+    target: Number = Field(gt=0, le=1, description="Utilisation to run at, a fraction in (0, 1].")
+    replicas_query: str | None = Field(
+        None, min_length=1, max_length=8192, pattern=r"\S",
+        description="PromQL returning one series: the ready replicas the utilisation is the "
+                    "mean over. Default: kube-state-metrics' ready replicas of a Deployment or "
+                    "StatefulSet target; other kinds must set it to learn a capacity.")
+
+
 class MetricSpec(Model):
-    """One load metric: a PromQL query for the total load and the load one replica should carry."""
+    """One load metric: a PromQL query for the total load, and how to size it in replicas:
+    the load one replica should carry (``targetPerReplica``), a utilisation target whose
+    per-replica capacity is learned (``utilization``), or both (``targetPerReplica`` then
+    serves while the learned capacity is not trusted)."""
 
     model_config = ConfigDict(json_schema_extra=cel_rules(
-        cel("self.targetPerReplica > 0.0", "targetPerReplica must be greater than 0",
-            ".targetPerReplica")))
+        cel("!has(self.targetPerReplica) || self.targetPerReplica > 0.0",
+            "targetPerReplica must be greater than 0", ".targetPerReplica"),
+        cel("has(self.targetPerReplica) || has(self.utilization)",
+            "a metric needs targetPerReplica, utilization or both, to size its load in "
+            "replicas", ".targetPerReplica")))
 
     name: str = Field(min_length=1, max_length=NAME_LENGTH, pattern=NAME_PATTERN,
                       description="A unique name for this metric within the policy "
                                   "(lower case, digits, '-' and '_').")
     query: str = Field(min_length=1, max_length=8192, pattern=r"\S",
                        description="PromQL returning one series: the total load.")
-    target_per_replica: Number = Field(
-        gt=0, description="Load one ready replica should carry, in the query's unit.")
+    target_per_replica: Number | None = Field(
+        None, gt=0, description="Load one ready replica should carry, in the query's unit.")
+    utilization: UtilizationSpec | None = Field(
+        None, description="A utilisation target; the load per replica at it is learned.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricSpec:
+        if self.target_per_replica is None and self.utilization is None:
+            raise ValueError(
+                f"metric {self.name!r}: a metric needs targetPerReplica, utilization or both, "
+                "to size its load in replicas")
+        return self
 
 
 def _has_all(*fields: str) -> str:

@@ -51,7 +51,12 @@ class Recommendation(StatusModel):
     raw: int | None = Field(None, description="The recommendation before the guards.")
     final: int | None = Field(None, description="The replica count after every guard.")
     limited_by: list[str] = Field(
-        default_factory=list, description="The guards that changed the value, in order.")
+        default_factory=list, description="The guards that changed the value, in order "
+                                          "(utilization first when the utilisation floor "
+                                          "raised it above what the load asks).")
+    sized_by: str | None = Field(
+        None, description="The metric and sizing (capacity, targetPerReplica, utilization) "
+                          "that set the recommendation.")
     reason: str = Field("", description="Why, in one sentence.")
 
 
@@ -167,6 +172,29 @@ def get_condition(conditions: Sequence[Condition], type: str) -> Condition | Non
     return next((c for c in conditions if c.type == type), None)
 
 
+class CapacityStatus(StatusModel):
+    """One metric's learned per-replica capacity (a checkpoint: a restarted operator sizes
+    and watches for drift with it until its next refit)."""
+
+    metric: str = Field(description="The metric (spec.metrics[].name).")
+    per_replica: float | None = Field(
+        None, description="Load one replica serves at the utilisation target, when learned.")
+    target: float = Field(description="The utilisation target it is learned for.")
+    baseline: float | None = Field(None, description="Fitted utilisation at no load.")
+    slope: float | None = Field(None, description="Fitted utilisation per unit of load per "
+                                                  "replica.")
+    noise: float | None = Field(None, description="Robust spread of the fit's residuals.")
+    r2: float | None = Field(None, description="R² of the fit on its inliers.")
+    slope_relative_error: float | None = Field(
+        None, description="Standard error of the slope over the slope.")
+    samples: int = Field(0, description="Usable (load, replicas, utilisation) rows fitted on.")
+    fitted_at: AwareDatetime = Field(description="When it was fitted.")
+    trusted: bool = Field(False, description="Whether decisions size the load with it.")
+    reason: str = Field("", description="Why it is not trusted, when it is not.")
+    drift_streak: int = Field(
+        0, description="Consecutive intervals whose live utilisation left the fit's band.")
+
+
 class ScalingPolicyStatus(StatusModel):
     """The status subresource of a ScalingPolicy."""
 
@@ -178,6 +206,11 @@ class ScalingPolicyStatus(StatusModel):
         None, description="When the operator last changed the replica count.")
     recommendation: Recommendation | None = None
     forecast: ForecastStatus | None = None
+    capacities: list[CapacityStatus] = Field(
+        default_factory=list,
+        description="Per metric with utilization, its learned per-replica capacity.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["metric"]})
     breaker: BreakerStatus = Field(default_factory=BreakerStatus)
     history: History = Field(default_factory=History)
     conditions: list[Condition] = Field(

@@ -52,6 +52,17 @@ class CapacitySettings:
     epsilon: float = 1.35
     """Huber's threshold, in robust standard deviations: rows beyond it count linearly,
     so a scrape glitch or a cold-start spike cannot drag the slope."""
+    min_r2: float = 0.6
+    """Least R² (on the inliers) of a trusted fit: below it utilisation is not explained
+    by load per replica (another workload shares the pods, or the query is wrong)."""
+    max_relative_error: float = 0.1
+    """Largest standard error of the capacity, relative to it, of a trusted fit."""
+    band: float = 4.0
+    """Half-width of the confidence band, in robust noise units (MAD × 1.4826): a live
+    (load per replica, utilisation) pair farther from the fitted line is off the band."""
+    min_noise: float = 0.01
+    """Floor of the noise, in utilisation: a near-perfect fit must not call every
+    rounding wobble a drift."""
 
 
 class LearnedCapacity:
@@ -61,8 +72,10 @@ class LearnedCapacity:
     fraction, 1.0 = fully busy); rows with a missing value or no ready replica
     are skipped. Learned state: ``baseline_`` (utilisation at no load),
     ``slope_``, ``r2_`` (of the fit on its inliers), ``relative_error_`` (standard
-    error of the capacity over the capacity), ``samples_``, ``confidence_`` in
-    [0, 1] and ``fallback_`` (why there is no usable fit, or None).
+    error of the capacity over the capacity), ``noise_`` (robust spread of the
+    residuals), ``samples_``, ``confidence_`` in [0, 1], ``trusted_`` (the fit
+    passes the settings' R² and error bounds) and ``fallback_`` (why there is no
+    usable fit, or None).
     """
 
     def __init__(self, settings: CapacitySettings | None = None) -> None:
@@ -77,6 +90,8 @@ class LearnedCapacity:
         self.r2_ = 0.0
         self.relative_error_ = math.inf
         self.confidence_ = 0.0
+        self.noise_ = math.nan
+        self.trusted_ = False
         self.fallback_: str | None = None
         if x.size < s.min_samples:
             self.fallback_ = f"{x.size} usable rows, need {s.min_samples}: use the direct form"
@@ -101,8 +116,12 @@ class LearnedCapacity:
         self.relative_error_ = _slope_relative_error(
             x[inliers], u[inliers], self.baseline_, self.slope_
         )
+        residuals = u[inliers] - self.baseline_ - self.slope_ * x[inliers]
+        self.noise_ = max(s.min_noise, 1.4826 * float(np.median(np.abs(
+            residuals - np.median(residuals)))))
         size = min(1.0, x.size / s.full_confidence_samples)
         self.confidence_ = max(0.0, self.r2_) * size / (1.0 + self.relative_error_)
+        self.trusted_ = self.r2_ >= s.min_r2 and self.relative_error_ <= s.max_relative_error
         return self
 
     def per_replica(self, target_utilisation: float) -> float:

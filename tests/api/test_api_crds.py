@@ -157,6 +157,8 @@ CEL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("zero target", with_("metrics.0.targetPerReplica", 0), "targetPerReplica must be greater"),
     ("negative target", with_("metrics.0.targetPerReplica", -0.5),
      "targetPerReplica must be greater"),
+    ("a metric with neither sizing", with_("metrics.0.targetPerReplica", DELETE),
+     "a metric needs targetPerReplica, utilization or both"),
     ("zero interval", with_("interval", "0s"), "must be longer than 0s"),
     ("zero interval with several parts", with_("interval", "0h0m0.0s"), "must be longer than 0s"),
     ("zero history", with_("forecast.history", "0d"), "must be longer than 0s"),

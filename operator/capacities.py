@@ -1,0 +1,84 @@
+"""Learned per-replica capacity on the policy tick: fitting, trust, and drift. Pure.
+
+`learn` fits `LearnedCapacity` on aligned load, ready-replica and utilisation histories
+and gives the `CapacityStatus` the decision sizes with; `watch` follows the live
+(load, replicas, utilisation) of each interval and says when the fit no longer holds:
+DRIFT_INTERVALS pairs in a row off its confidence band (a release that made requests
+costlier, a node type change). The handler and the simulator both call these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from foreseer.operator.statuses import CapacityStatus, to_time
+from foreseer.predictors.resources import CapacitySettings, LearnedCapacity
+from foreseer.predictors.series import FloatArray
+
+DRIFT_INTERVALS = 3
+"""Consecutive intervals off the band that count as a changed capacity: one or two are a
+spike or a slow scrape; three at a 30 s interval is 90 s of a different workload."""
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: FloatArray,
+          target: float, now: float) -> CapacityStatus:
+    """The capacity one replica has at ``target`` utilisation, learned from aligned histories
+    (NaN where missing), with its confidence; untrusted, saying why, when it cannot be."""
+    fit = LearnedCapacity().fit(load, replicas, utilisation)
+    per_replica, reason = None, fit.fallback_ or ""
+    if fit.fallback_ is None:
+        try:
+            per_replica = fit.per_replica(target)
+        except ValueError as exc:
+            reason = str(exc)
+    if per_replica is not None and not fit.trusted_:
+        s = fit.settings
+        reason = (f"fit too loose: R² {fit.r2_:.2f} (need {s.min_r2}), slope relative error "
+                  f"{fit.relative_error_:.2f} (need at most {s.max_relative_error})")
+    has_fit = fit.fallback_ is None
+    return CapacityStatus(
+        metric=metric, per_replica=_finite(per_replica) if per_replica is not None else None,
+        target=target,
+        baseline=_finite(fit.baseline_) if has_fit else None,
+        slope=_finite(fit.slope_) if has_fit else None,
+        noise=_finite(fit.noise_) if has_fit else None,
+        r2=_finite(fit.r2_) if has_fit else None,
+        slope_relative_error=_finite(fit.relative_error_) if has_fit else None,
+        samples=fit.samples_, fitted_at=to_time(now),
+        trusted=per_replica is not None and fit.trusted_, reason=reason)
+
+
+def off_band(capacity: CapacityStatus, load: float, replicas: float, utilisation: float,
+             band: float = CapacitySettings.band) -> bool | None:
+    """Whether a live pair lies off the fitted line by more than ``band`` noise units; None
+    when the pair or the fit is unusable (a missing value, no ready replica)."""
+    if capacity.baseline is None or capacity.slope is None or capacity.noise is None:
+        return None
+    if not all(math.isfinite(v) for v in (load, replicas, utilisation)) or replicas < 1:
+        return None
+    expected = capacity.baseline + capacity.slope * load / replicas
+    return abs(utilisation - expected) > band * capacity.noise
+
+
+def watch(capacity: CapacityStatus, load: float, replicas: float,
+          utilisation: float) -> tuple[CapacityStatus, bool]:
+    """The capacity with this interval's pair counted, and whether it drifted (the streak
+    reached DRIFT_INTERVALS: refit now). A pair that cannot be judged keeps the streak."""
+    off = off_band(capacity, load, replicas, utilisation)
+    if off is None:
+        return capacity, False
+    streak = capacity.drift_streak + 1 if off else 0
+    return capacity.model_copy(update={"drift_streak": streak}), streak >= DRIFT_INTERVALS
+
+
+def aligned(*series: FloatArray) -> tuple[FloatArray, ...]:
+    """The newest common length of grids that end at the same time (a history read may be
+    shorter than another after an outage): the tails, aligned."""
+    n = min(len(s) for s in series)
+    return tuple(np.asarray(s[len(s) - n:], dtype=np.float64) for s in series)
