@@ -10,6 +10,7 @@ costlier, a node type change). The handler and the simulator both call these.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,9 +28,10 @@ def _finite(value: float) -> float | None:
 
 
 def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: FloatArray,
-          target: float, now: float) -> CapacityStatus:
+          target: float, now: float, since: float | None = None) -> CapacityStatus:
     """The capacity one replica has at ``target`` utilisation, learned from aligned histories
-    (NaN where missing), with its confidence; untrusted, saying why, when it cannot be."""
+    (NaN where missing; ``since`` is recorded, the caller has cut the histories at it), with
+    its confidence; untrusted, saying why, when it cannot be."""
     fit = LearnedCapacity().fit(load, replicas, utilisation)
     per_replica, reason = None, fit.fallback_ or ""
     if fit.fallback_ is None:
@@ -51,7 +53,8 @@ def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: Floa
         r2=_finite(fit.r2_) if has_fit else None,
         slope_relative_error=_finite(fit.relative_error_) if has_fit else None,
         samples=fit.samples_, fitted_at=to_time(now),
-        trusted=per_replica is not None and fit.trusted_, reason=reason)
+        trusted=per_replica is not None and fit.trusted_, reason=reason,
+        since=None if since is None else to_time(since))
 
 
 def off_band(capacity: CapacityStatus, load: float, replicas: float, utilisation: float,
@@ -75,6 +78,65 @@ def watch(capacity: CapacityStatus, load: float, replicas: float,
         return capacity, False
     streak = capacity.drift_streak + 1 if off else 0
     return capacity.model_copy(update={"drift_streak": streak}), streak >= DRIFT_INTERVALS
+
+
+RELEARN_SECONDS = 300.0
+"""How often an untrusted capacity (too little history, or relearning after a drift) is
+fitted again: new rows come at one per step, and a fit is not free."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One interval of a metric's capacity: what it is now, and what to do."""
+
+    capacity: CapacityStatus | None
+    """The capacity with this interval's live pair counted (None before any fit)."""
+    refit: str | None
+    """Why a fit is due now, or None."""
+    since: float | None
+    """Fit only history from this time on (after a drift); None: the whole window."""
+    changed: tuple[float, float | None] | None = None
+    """Set in the interval a drift is detected: the old per-replica capacity and the one
+    the live pair implies (None when it implies none)."""
+
+
+def live_capacity(capacity: CapacityStatus, load: float, replicas: float,
+                  utilisation: float) -> float | None:
+    """The capacity at the target that one live pair implies, keeping the fitted idle
+    baseline: what the drift message reports before a refit can tell."""
+    if capacity.baseline is None or replicas < 1 or load <= 0:
+        return None
+    busy = utilisation - capacity.baseline
+    if not math.isfinite(busy) or busy <= 0 or capacity.target <= capacity.baseline:
+        return None
+    return (capacity.target - capacity.baseline) * (load / replicas) / busy
+
+
+def capacity_step(capacity: CapacityStatus | None, load: float, replicas: float,
+                  utilisation: float, now: float, retrain_seconds: float,
+                  interval_seconds: float) -> Watched:
+    """Count this interval's live (load, ready replicas, utilisation) against the learned
+    capacity, and say whether to fit: none yet, the retrain interval passed, a drift (fit
+    at once, on the history since the streak began), or relearning after one."""
+    if capacity is None:
+        return Watched(None, "no capacity learned yet", None)
+    old = capacity.per_replica
+    counted, drifted = watch(capacity, load, replicas, utilisation)
+    since = None if counted.since is None else counted.since.timestamp()
+    if drifted and counted.trusted and old is not None:
+        start = now - DRIFT_INTERVALS * interval_seconds
+        why = f"live utilisation left the fit's band for {counted.drift_streak} intervals"
+        # Untrusted at once, so the fallback sizes even if the refit cannot run this time.
+        distrusted = counted.model_copy(update={
+            "trusted": False, "reason": f"drifted: {why}", "since": to_time(start)})
+        return Watched(distrusted, why, start,
+                       (old, live_capacity(counted, load, replicas, utilisation)))
+    age = now - counted.fitted_at.timestamp()
+    if age >= retrain_seconds:
+        return Watched(counted, "the retrain interval passed", since)
+    if not counted.trusted and age >= RELEARN_SECONDS:
+        return Watched(counted, "the capacity is not trusted yet", since)
+    return Watched(counted, None, since)
 
 
 def aligned(*series: FloatArray) -> tuple[FloatArray, ...]:

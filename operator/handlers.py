@@ -25,6 +25,7 @@ import kopf
 from kubernetes.config import kube_config
 from pydantic import ValidationError
 
+from foreseer.operator.capacities import aligned, capacity_step, learn
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.deciding import (
     Decision,
@@ -47,11 +48,13 @@ from foreseer.operator.specs import (
     GROUP,
     PLURAL,
     VERSION,
+    MetricSpec,
     Mode,
     ScaleTargetRef,
     ScalingPolicySpec,
 )
 from foreseer.operator.statuses import (
+    CapacityStatus,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -107,6 +110,8 @@ class PolicyMemory:
     """The target this policy scales, (API group, kind, name), and its seniority,
     (creationTimestamp, name): of two policies on one target the senior one acts. None in
     Observe mode, which scales nothing."""
+    capacities: dict[str, CapacityStatus] = field(default_factory=dict)
+    """Per metric with utilization, its learned capacity (restored from status when empty)."""
     version: str | None = None
     """The policy's resourceVersion that ``state`` derives from: a status write carries it,
     so that it never overwrites a status that another writer (a second replica during a
@@ -258,7 +263,7 @@ def build_registry() -> kopf.OperatorRegistry:
         # A daemon (re)starts after a restart, a peering hand-over or a pause: another
         # replica may have acted meanwhile, so the state comes from status, not from memory.
         memory = runtime.memory(meta["namespace"], meta["name"])
-        memory.state, memory.written = None, None
+        memory.state, memory.written, memory.capacities = None, None, {}
         runtime.health.policies += 1
         try:
             wait = await tick(runtime, body)
@@ -499,7 +504,8 @@ MODEL_BYTES = 256 * 1024
 def footprint_bytes(spec: ScalingPolicySpec) -> float:
     """The memory a policy makes the operator hold, estimated from its spec."""
     points = grid_points(parse_duration(spec.forecast.history), parse_duration(spec.forecast.step))
-    return len(spec.metrics) * (points * HISTORY_BYTES_PER_POINT + MODEL_BYTES)
+    histories = sum(3 if m.utilization else 1 for m in spec.metrics)
+    return histories * points * HISTORY_BYTES_PER_POINT + len(spec.metrics) * MODEL_BYTES
 
 
 async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
@@ -550,7 +556,8 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
              "metrics, a shorter forecast.history or a longer forecast.step")], generation)
         return
     now = runtime.clock()
-    metrics, histories = await read_metrics(runtime, namespace, name, spec, queries, now)
+    readings, histories = await read_metrics(runtime, namespace, name, spec, queries, now)
+    metrics = {m.name: readings[m.name] for m in spec.metrics}
     replicas = (scale.replicas, scale.status_replicas)
     unforecast: dict[str, str] = {}
     if spec.forecast.horizon == "auto" and memory.lead.due(replicas, now):
@@ -569,8 +576,13 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
         forecasts, unforecast = await forecast_all(runtime, namespace, name, spec, histories,
                                                    memory, now)
 
-    observation = Observation(current_replicas=scale.replicas, metrics=metrics,
-                              generation=generation, unforecast=unforecast, scale_error=None)
+    capacities = await learn_capacities(runtime, body, spec, readings, histories, memory,
+                                        state, now)
+    observation = Observation(
+        current_replicas=scale.replicas, metrics=metrics, generation=generation,
+        unforecast=unforecast, scale_error=None, capacities=capacities,
+        utilization={m.name: readings[utilization_key(m.name)] for m in spec.metrics
+                     if m.utilization is not None})
     # decide() is pure computation: its CPU time is its latency on a core of its own.
     with runtime.telemetry.timed(runtime.telemetry.decide_seconds, namespace, name,
                                  clock=time.thread_time):
@@ -637,22 +649,63 @@ async def apply(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySp
     return decision
 
 
-def scoped_queries(runtime: Runtime, namespace: str,
-                   spec: ScalingPolicySpec) -> dict[str, str | MetricOutage]:
-    """Each metric's query as it is sent: restricted to the policy's namespace unless the
-    operator runs with ``--query-scope cluster``; an ERROR outage for a query that is not
-    PromQL (nothing is sent for it). Raises OutOfScope, naming the metric, for a query that
-    would read another namespace's series."""
-    if runtime.settings.prometheus.query_scope is QueryScope.CLUSTER:
-        return {m.name: m.query for m in spec.metrics}
+def utilization_key(metric: str) -> str:
+    return f"{metric}.utilization"
+
+
+def replicas_key(metric: str) -> str:
+    return f"{metric}.replicas"
+
+
+def replicas_query(metric: MetricSpec, namespace: str, ref: ScaleTargetRef) -> str | None:
+    """The ready replicas a metric's utilisation is the mean over: its replicasQuery, else
+    kube-state-metrics' ready replicas of a Deployment or StatefulSet target."""
+    if metric.utilization is None:
+        return None
+    if metric.utilization.replicas_query is not None:
+        return metric.utilization.replicas_query
+    label = {"Deployment": "deployment", "StatefulSet": "statefulset"}.get(ref.kind)
+    if label is None:
+        return None
+    return (f'kube_{label}_status_replicas_ready{{namespace="{namespace}", '
+            f'{label}="{ref.name}"}}')
+
+
+def policy_queries(spec: ScalingPolicySpec, namespace: str) -> dict[str, str | MetricOutage]:
+    """Every query a policy sends, by key: each metric's load (its name), and for a metric
+    with utilization its utilisation (`utilization_key`) and ready replicas (`replicas_key`;
+    an EMPTY outage when the target's kind has no default)."""
     queries: dict[str, str | MetricOutage] = {}
     for metric in spec.metrics:
+        queries[metric.name] = metric.query
+        if metric.utilization is not None:
+            queries[utilization_key(metric.name)] = metric.utilization.query
+            queries[replicas_key(metric.name)] = replicas_query(
+                metric, namespace, spec.scale_target_ref) or MetricOutage(
+                OutageKind.EMPTY, f"no default ready-replicas query for a "
+                f"{spec.scale_target_ref.kind}: set utilization.replicasQuery to learn a "
+                "capacity")
+    return queries
+
+
+def scoped_queries(runtime: Runtime, namespace: str,
+                   spec: ScalingPolicySpec) -> dict[str, str | MetricOutage]:
+    """Each query as it is sent (`policy_queries`): restricted to the policy's namespace
+    unless the operator runs with ``--query-scope cluster``; an ERROR outage for a query that
+    is not PromQL (nothing is sent for it). Raises OutOfScope, naming the metric, for a query
+    that would read another namespace's series."""
+    queries = policy_queries(spec, namespace)
+    if runtime.settings.prometheus.query_scope is QueryScope.CLUSTER:
+        return queries
+    for key, query in queries.items():
+        if isinstance(query, MetricOutage):
+            continue
         try:
-            queries[metric.name] = scoped(metric.query, namespace)
+            queries[key] = scoped(query, namespace)
         except Unparsable as exc:
-            queries[metric.name] = MetricOutage(OutageKind.ERROR, str(exc)[:300])
+            queries[key] = MetricOutage(OutageKind.ERROR, str(exc)[:300])
         except OutOfScope as exc:
-            raise OutOfScope(f"metric {metric.name}: {exc}") from exc
+            raise OutOfScope(f"metric {key}: {exc}") from exc
     return queries
 
 
@@ -660,32 +713,91 @@ async def read_metrics(
     runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
     queries: Mapping[str, str | MetricOutage], now: float,
 ) -> tuple[dict[str, float | MetricOutage], dict[str, Series]]:
-    """Each metric's current value (or its outage) and its history, queried concurrently."""
+    """Each query's current value (or its outage) and its history, queried concurrently."""
     step = parse_duration(spec.forecast.step)
     window = parse_duration(spec.forecast.history)
+    loads = {m.name for m in spec.metrics}
 
-    async def one(metric_name: str) -> tuple[float | MetricOutage, Series | None]:
-        query = queries[metric_name]
+    async def one(key: str) -> tuple[float | MetricOutage, Series | None]:
+        query = queries[key]
         if isinstance(query, MetricOutage):
             return query, None
         reading = await runtime.prometheus.current(query, now, tenant=namespace)
         history = await runtime.prometheus.history(
-            (namespace, name, metric_name), query, step=step, window=window, now=now,
+            (namespace, name, key), query, step=step, window=window, now=now,
             tenant=namespace)
         return reading, history
 
-    results = await asyncio.gather(*(one(m.name) for m in spec.metrics))
-    metrics: dict[str, float | MetricOutage] = {}
+    results = await asyncio.gather(*(one(key) for key in queries))
+    readings: dict[str, float | MetricOutage] = {}
     histories: dict[str, Series] = {}
-    for metric, (reading, history) in zip(spec.metrics, results, strict=True):
-        metrics[metric.name] = reading
-        runtime.telemetry.observe_load(
-            namespace, name, metric.name, None if isinstance(reading, MetricOutage) else reading)
+    for key, (reading, history) in zip(queries, results, strict=True):
+        readings[key] = reading
+        if key in loads:
+            runtime.telemetry.observe_load(
+                namespace, name, key, None if isinstance(reading, MetricOutage) else reading)
         if isinstance(reading, MetricOutage):
-            runtime.telemetry.count_query_error(namespace, name, metric.name, reading.kind.lower())
+            runtime.telemetry.count_query_error(namespace, name, key, reading.kind.lower())
         if history is not None:
-            histories[metric.name] = history
-    return metrics, histories
+            histories[key] = history
+    return readings, histories
+
+
+async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: ScalingPolicySpec,
+                           readings: Mapping[str, float | MetricOutage],
+                           histories: Mapping[str, Series], memory: PolicyMemory,
+                           state: ScalingPolicyStatus, now: float) -> dict[str, CapacityStatus]:
+    """Each utilisation metric's learned capacity after this interval (`capacity_step`):
+    fitted off the event loop when due, and a CapacityChanged Warning Event (and count)
+    when live utilisation contradicts it."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if not memory.capacities:
+        memory.capacities = {c.metric: c for c in state.capacities}
+    retrain = parse_duration(spec.forecast.retrain_interval)
+    interval = parse_duration(spec.interval)
+    wanted = {m.name: m.utilization for m in spec.metrics if m.utilization is not None}
+    for gone in set(memory.capacities) - set(wanted):
+        del memory.capacities[gone]
+    for metric, utilization in wanted.items():
+        keys = (metric, replicas_key(metric), utilization_key(metric))
+        live = [readings.get(k) for k in keys]
+        load, ready, busy = (v if isinstance(v, float) else math.nan for v in live)
+        watched = capacity_step(memory.capacities.get(metric), load, ready, busy, now, retrain,
+                                interval)
+        capacity = watched.capacity
+        if watched.refit is not None and all(k in histories for k in keys):
+            load_h, ready_h, busy_h = aligned(*(histories[k].values for k in keys))
+            if watched.since is not None:
+                recent = histories[metric].times()[len(histories[metric]) - len(load_h):] \
+                    >= watched.since
+                load_h, ready_h, busy_h = load_h[recent], ready_h[recent], busy_h[recent]
+            logger.info("learning the capacity of %s/%s metric %s: %s", namespace, name,
+                        metric, watched.refit)
+            capacity = await asyncio.to_thread(learn, metric, load_h, ready_h, busy_h,
+                                               utilization.target, now, watched.since)
+        if watched.changed is not None:
+            old, new = watched.changed
+            fallback = ("targetPerReplica" if spec_metric(spec, metric).target_per_replica
+                        else "utilization")
+            runtime.post_event(body, reason="CapacityChanged", warning=True, message=(
+                f"metric {metric}: the load one replica serves at {utilization.target:g} "
+                f"utilisation was {old:.4g}, live utilisation says about "
+                f"{'?' if new is None else f'{new:.4g}'} (off the learned band for "
+                f"{watched.capacity.drift_streak if watched.capacity else '?'} intervals); "
+                "relearning from the history since the change, sizing by "
+                f"{fallback} meanwhile"))
+        if capacity is not None:
+            memory.capacities[metric] = capacity
+        runtime.telemetry.observe_capacity(
+            namespace, name, metric,
+            capacity.per_replica if capacity is not None and capacity.trusted else None,
+            watched.changed is not None)
+    return dict(memory.capacities)
+
+
+def spec_metric(spec: ScalingPolicySpec, name: str) -> MetricSpec:
+    return next(m for m in spec.metrics if m.name == name)
 
 
 async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,

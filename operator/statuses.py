@@ -193,6 +193,8 @@ class CapacityStatus(StatusModel):
     reason: str = Field("", description="Why it is not trusted, when it is not.")
     drift_streak: int = Field(
         0, description="Consecutive intervals whose live utilisation left the fit's band.")
+    since: AwareDatetime | None = Field(
+        None, description="After a drift: the fit reads only history from this time on.")
 
 
 class ScalingPolicyStatus(StatusModel):

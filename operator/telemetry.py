@@ -93,11 +93,17 @@ class Telemetry:
         self.cycle_errors = Counter("foreseer_cycle_errors", "Control cycles that failed with "
                                     "an unexpected error (reported as Ready=False InternalError).",
                                     POLICY, registry=self.registry)
+        self.capacity = Gauge("foreseer_capacity_per_replica", "Learned load one replica "
+                              "serves at the utilisation target, per metric (while trusted).",
+                              [*POLICY, "metric"], registry=r)
+        self.capacity_changes = Counter(
+            "foreseer_capacity_changes", "Learned capacities that live utilisation "
+            "contradicted (CapacityChanged), per metric.", [*POLICY, "metric"], registry=r)
         self._per_policy = (self.reactive, self.predictive, self.final, self.current,
                             self.lead_time, self.breaker, self.decide_seconds, self.tick_seconds,
                             self.cycle_errors)
         self._per_metric = (self.forecast, self.forecast_error, self.observed,
-                            self.invalid_samples)
+                            self.invalid_samples, self.capacity, self.capacity_changes)
         self._metrics: dict[tuple[str, str], set[str]] = {}
         self._errors: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._directions: dict[tuple[str, str], set[str]] = {}
@@ -108,6 +114,14 @@ class Telemetry:
         self._metrics.setdefault((namespace, policy), set()).add(metric)
         self._set_or_remove(((self.forecast, forecast), (self.forecast_error, error)),
                             namespace, policy, metric)
+
+    def observe_capacity(self, namespace: str, policy: str, metric: str,
+                         per_replica: float | None, changed: bool) -> None:
+        """A metric's trusted capacity (None removes it), and a counted drift if ``changed``."""
+        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._set_or_remove(((self.capacity, per_replica),), namespace, policy, metric)
+        if changed:
+            self.capacity_changes.labels(namespace, policy, metric).inc()
 
     def observe_load(self, namespace: str, policy: str, metric: str,
                      value: float | None) -> None:
