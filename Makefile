@@ -76,10 +76,10 @@ bench-loop: $(STAMP)
 	$(PY) -m foreseer.bench loop --out bench/results/loop.json
 
 bench-operator: $(STAMP) prometheus
-	PYTHONPATH=tests $(PY) -m foreseer.bench operator --out bench/results/operator.json
+	$(PY) -m foreseer.bench operator --out bench/results/operator.json
 
 demo: $(STAMP) prometheus
-	PYTHONPATH=tests $(PY) -m harness.demo
+	$(PY) -m foreseer.lab.demo
 
 e2e: $(STAMP) prometheus helm
 	$(BIN)/pytest -q -m e2e e2e

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from foreseer.lab.waiting import until
 from foreseer.operator.specs import GROUP, PLURAL
-from harness.waiting import until
 
 T = TypeVar("T")
 POLICIES = f"{PLURAL}.{GROUP}"
