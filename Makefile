@@ -19,7 +19,7 @@ help:
 	@echo "make bench   - every benchmark (forecast, loop, operator)"
 	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
