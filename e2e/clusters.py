@@ -170,11 +170,6 @@ class Cluster:
         return self.list("events", namespace, "--field-selector",
                          f"involvedObject.kind=ScalingPolicy,involvedObject.name={name}")
 
-    def delete_policy(self, namespace: str, name: str, timeout: float = 120.0) -> None:
-        """Delete and wait until it is gone: the operator must let go of its finalizers."""
-        self.kubectl("delete", POLICIES, name, "-n", namespace, "--ignore-not-found",
-                     "--wait=true", f"--timeout={timeout:.0f}s")
-
     def delete_policies(self, namespace: str, timeout: float = 120.0) -> None:
         """Delete every ScalingPolicy in the namespace and wait until the operator has let
         them go (it removes its finalizers); needs the operator to be running."""
