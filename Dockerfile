@@ -8,14 +8,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Exactly what `pip install .` needs: the project metadata, its readme and every package folder
-# named in pyproject's [tool.setuptools.package-dir] (tests/chart/test_chart_dockerfile.py checks the list).
-COPY pyproject.toml README.md ./
+# Exactly what `pip install .` needs for the operator: the project metadata, its readme, setup.py
+# (which lists only the package folders present) and the operator's package folders. The
+# simulator, the benchmarks with their traces, and the lab stay out, as do their extras
+# (tests/chart/test_chart_dockerfile.py checks the list).
+COPY pyproject.toml setup.py README.md ./
 COPY foreseer/ foreseer/
 COPY operator/ operator/
 COPY predictors/ predictors/
-COPY simulator/ simulator/
-COPY bench/ bench/
 # pip compiles the bytecode here: at run time the root filesystem is read-only.
 RUN python -m venv /opt/foreseer \
     && /opt/foreseer/bin/pip install . \

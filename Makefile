@@ -19,7 +19,7 @@ help:
 	@echo "make bench   - every benchmark (forecast, loop, operator)"
 	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -76,10 +76,10 @@ bench-loop: $(STAMP)
 	$(PY) -m foreseer.bench loop --out bench/results/loop.json
 
 bench-operator: $(STAMP) prometheus
-	PYTHONPATH=tests $(PY) -m foreseer.bench operator --out bench/results/operator.json
+	$(PY) -m foreseer.bench operator --out bench/results/operator.json
 
 demo: $(STAMP) prometheus
-	PYTHONPATH=tests $(PY) -m harness.demo
+	$(PY) -m foreseer.lab.demo
 
 e2e: $(STAMP) prometheus helm
 	$(BIN)/pytest -q -m e2e e2e

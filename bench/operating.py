@@ -1,6 +1,6 @@
 """`python -m foreseer.bench operator`: the operator's cost at N = 10, 100 and 1000 policies.
 
-For each N, the benchmark process hosts the realistic emulator (tests/harness) with N
+For each N, the benchmark process hosts the realistic emulator (`foreseer.lab`) with N
 Deployments and N ScalingPolicies, and a live exporter with N workloads scraped by a real
 Prometheus holding a backfilled day of history. The operator runs as `foreseer run` in its
 own process, so its CPU and memory are measured apart from the emulator's:
@@ -21,7 +21,7 @@ own process, so its CPU and memory are measured apart from the emulator's:
   a model per policy is the steady state, and 1000 first fits take about 1000 x the fit
   time on one worker (``warmup_seconds``).
 
-The harness lives in tests/, so run it with ``PYTHONPATH=tests`` (the Makefile does).
+It needs the lab: install the ``[bench]`` extra, which includes ``[lab]``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ import kmock
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from foreseer.lab.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
+from foreseer.lab.exporter import Exporter, Workload
+from foreseer.lab.prometheus import PrometheusServer, free_port, openmetrics
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 
 HERE = Path(__file__).resolve().parent
@@ -141,11 +144,6 @@ def run(args: argparse.Namespace) -> int:
     if not counts or min(counts) < 1 or args.interval <= 0 or args.intervals < 1:
         print("--policies, --interval and --intervals must be positive", file=sys.stderr)
         return 2
-    try:
-        from harness.emulator import serving  # noqa: F401 - checked before minutes of work
-    except ModuleNotFoundError:
-        print("the test harness is not importable: run with PYTHONPATH=tests", file=sys.stderr)
-        return 2
     started = time.monotonic()
     runs = []
     for count in tqdm(counts, disable=not sys.stderr.isatty(), unit="run"):
@@ -237,10 +235,6 @@ async def measure(
     count: int, interval: float, intervals: int, fit_workers: int, fit_deadline: float,
     load: Any = daily,
 ) -> Run:
-    from harness.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
-    from harness.exporter import Exporter, Workload
-    from harness.prometheus import PrometheusServer, free_port, openmetrics
-
     with tempfile.TemporaryDirectory(prefix="foreseer-bench-") as tmp:
         workdir = Path(tmp)
         async with serving() as emulator, Exporter() as exporter:

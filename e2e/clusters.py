@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from foreseer.lab.waiting import until
 from foreseer.operator.specs import GROUP, PLURAL
-from harness.waiting import until
 
 T = TypeVar("T")
 POLICIES = f"{PLURAL}.{GROUP}"
@@ -169,11 +169,6 @@ class Cluster:
     def policy_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self.list("events", namespace, "--field-selector",
                          f"involvedObject.kind=ScalingPolicy,involvedObject.name={name}")
-
-    def delete_policy(self, namespace: str, name: str, timeout: float = 120.0) -> None:
-        """Delete and wait until it is gone: the operator must let go of its finalizers."""
-        self.kubectl("delete", POLICIES, name, "-n", namespace, "--ignore-not-found",
-                     "--wait=true", f"--timeout={timeout:.0f}s")
 
     def delete_policies(self, namespace: str, timeout: float = 120.0) -> None:
         """Delete every ScalingPolicy in the namespace and wait until the operator has let

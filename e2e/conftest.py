@@ -26,7 +26,7 @@ from clusters import Cluster, ClusterUnavailableError
 from metering import BackgroundLoop
 from stacks import Launch, Scenario, Stack, launch_stack
 
-from harness.prometheus import PrometheusMissingError, binaries
+from foreseer.lab.prometheus import PrometheusMissingError, binaries
 
 STACK = pytest.StashKey[Stack]()
 """The stack a test launched, for its failure report."""

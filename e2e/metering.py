@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from harness.exporter import Exporter, Workload
-from harness.prometheus import PrometheusServer, openmetrics
+from foreseer.lab.exporter import Exporter, Workload
+from foreseer.lab.prometheus import PrometheusServer, openmetrics
 
 T = TypeVar("T")
 STEP = 10.0

@@ -20,7 +20,7 @@ import yaml
 from chart.rendering import CHART, helm
 from clusters import Cluster, eventually
 
-from harness.prometheus import free_port
+from foreseer.lab.prometheus import free_port
 
 LABEL = "app.kubernetes.io/instance"
 """The chart labels every object it renders with the release name."""

@@ -15,7 +15,7 @@ from clusters import Cluster
 from metering import BackgroundLoop, Level, Metering, ReplicaReader, Wave
 from releases import Operator, Release, release_values, start_operator
 
-from harness.exporter import Workload
+from foreseer.lab.exporter import Workload
 
 WAVE = Wave()
 """The periodic load of the scale-up scenario (immutable, so tests may share it)."""

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from metering import HISTORY, STEP, BackgroundLoop, Level, Metering, ReplicaReader, Wave
 
-from harness.exporter import Workload
-from harness.prometheus import PrometheusMissingError, binaries
+from foreseer.lab.exporter import Workload
+from foreseer.lab.prometheus import PrometheusMissingError, binaries
 
 
 class ReplicaTable:

@@ -7,6 +7,7 @@ the policy is deleted, so a long-running operator does not leak series.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,21 +105,21 @@ class Telemetry:
                             self.cycle_errors)
         self._per_metric = (self.forecast, self.forecast_error, self.observed,
                             self.invalid_samples, self.capacity, self.capacity_changes)
-        self._metrics: dict[tuple[str, str], set[str]] = {}
+        self._metric_names: dict[tuple[str, str], set[str]] = {}
         self._errors: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._directions: dict[tuple[str, str], set[str]] = {}
 
     def observe_metric(self, namespace: str, policy: str, metric: str,
                        forecast: float | None, error: float | None) -> None:
         """Record one metric's forecast and live error; None leaves the last value out."""
-        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._metric_names.setdefault((namespace, policy), set()).add(metric)
         self._set_or_remove(((self.forecast, forecast), (self.forecast_error, error)),
                             namespace, policy, metric)
 
     def observe_capacity(self, namespace: str, policy: str, metric: str,
                          per_replica: float | None, changed: bool) -> None:
         """A metric's trusted capacity (None removes it), and a counted drift if ``changed``."""
-        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._metric_names.setdefault((namespace, policy), set()).add(metric)
         self._set_or_remove(((self.capacity, per_replica),), namespace, policy, metric)
         if changed:
             self.capacity_changes.labels(namespace, policy, metric).inc()
@@ -127,7 +128,7 @@ class Telemetry:
                      value: float | None) -> None:
         """Record one metric's current value; None (an outage) removes it, so a missing
         metric is never exported as zero or as a stale number."""
-        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._metric_names.setdefault((namespace, policy), set()).add(metric)
         self._set_or_remove(((self.observed, value),), namespace, policy, metric)
 
     def _set_or_remove(self, pairs: tuple[tuple[Gauge, float | None], ...], namespace: str,
@@ -135,8 +136,8 @@ class Telemetry:
         for gauge, value in pairs:
             if value is not None:
                 gauge.labels(namespace, policy, metric).set(value)
-            elif _has(gauge, namespace, policy, metric):
-                gauge.remove(namespace, policy, metric)
+            else:
+                _remove(gauge, namespace, policy, metric)
 
     def observe_decision(self, namespace: str, policy: str, current: int,
                          replicas: dict[Gauge, int | None], breaker: str) -> None:
@@ -146,8 +147,8 @@ class Telemetry:
         for gauge, value in replicas.items():
             if value is not None:
                 gauge.labels(namespace, policy).set(value)
-            elif _has(gauge, namespace, policy):
-                gauge.remove(namespace, policy)
+            else:
+                _remove(gauge, namespace, policy)
         self.breaker.labels(namespace, policy).state(breaker)
 
     def count_query_error(self, namespace: str, policy: str, metric: str, kind: str) -> None:
@@ -156,7 +157,7 @@ class Telemetry:
 
     def count_invalid_samples(self, key: tuple[str, str, str], count: int) -> None:
         namespace, policy, metric = key
-        self._metrics.setdefault((namespace, policy), set()).add(metric)
+        self._metric_names.setdefault((namespace, policy), set()).add(metric)
         self.invalid_samples.labels(namespace, policy, metric).inc(count)
 
     def count_scale(self, namespace: str, policy: str, direction: str) -> None:
@@ -174,27 +175,28 @@ class Telemetry:
             histogram.labels(namespace, policy).observe(clock() - started)
 
     def forget(self, namespace: str, policy: str) -> None:
-        """Drop every series of a deleted policy."""
+        """Drop every series of a deleted policy (of a policy never seen: nothing)."""
         key = (namespace, policy)
         for metric in self._per_policy:
-            if _has(metric, namespace, policy):
-                metric.remove(namespace, policy)
-        for metric_name in self._metrics.pop(key, set()):
+            _remove(metric, namespace, policy)
+        for metric_name in self._metric_names.pop(key, set()):
             for gauge in self._per_metric:
-                if _has(gauge, namespace, policy, metric_name):
-                    gauge.remove(namespace, policy, metric_name)
+                _remove(gauge, namespace, policy, metric_name)
         for metric_name, kind in self._errors.pop(key, set()):
-            self.query_errors.remove(namespace, policy, metric_name, kind)
+            _remove(self.query_errors, namespace, policy, metric_name, kind)
         for direction in self._directions.pop(key, set()):
-            self.scales.remove(namespace, policy, direction)
+            _remove(self.scales, namespace, policy, direction)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def _has(metric: Gauge | Histogram | Enum | Counter, *labels: str) -> bool:
-    # prometheus-client has no public "has child"; its lock-protected dict is the source of truth.
-    return tuple(labels) in metric._metrics
+def _remove(metric: Gauge | Histogram | Enum | Counter, *labels: str) -> None:
+    """Remove the series with these label values, if the metric has it."""
+    # remove() of a child that was never created is a no-op in current prometheus-client and a
+    # KeyError in older releases (the lower bound is 0.20); either way there is nothing to drop.
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
 
 
 @dataclass

@@ -46,11 +46,6 @@ def residual_offsets(
     return {q: (float(v) - float(centre)) * growth for q, v in zip(levels, values, strict=True)}
 
 
-def random_walk_growth(horizon: int) -> FloatArray:
-    """sqrt(h): how a one-step spread widens when errors accumulate like a random walk."""
-    return np.sqrt(np.arange(1, horizon + 1, dtype=np.float64))
-
-
 class HistoryModel(ABC):
     """Base of the model families; subclasses set `name` and implement `_fit` / `_forecast`."""
 

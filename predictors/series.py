@@ -85,10 +85,6 @@ class Series:
             return Series(max(self.start, since), self.step, np.empty(0))
         return Series(float(times[idx[0]]), self.step, self.values[idx[0] : idx[-1] + 1])
 
-    def with_values(self, values: FloatArray) -> Series:
-        """The same grid with other values, for example with anomalies masked."""
-        return Series(self.start, self.step, values)
-
     def resample(self, step: float, how: Aggregation = "mean") -> Series:
         """Aggregate onto a coarser grid of ``step`` seconds (a whole multiple of ``self.step``).
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.emulator import Emulator, scalingpolicy_crd, serving
-from harness.exporter import Exporter
-from harness.prometheus import PrometheusMissingError, PrometheusServer, binaries
-from harness.workloads import DeploymentController
+from foreseer.lab.emulator import Emulator, scalingpolicy_crd, serving
+from foreseer.lab.exporter import Exporter
+from foreseer.lab.prometheus import PrometheusMissingError, PrometheusServer, binaries
+from foreseer.lab.workloads import DeploymentController
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ async def deployments(emulator: Emulator) -> AsyncIterator[DeploymentController]
 
 @pytest.fixture
 async def exporter() -> AsyncIterator[Exporter]:
-    """A live exporter with no workloads yet: add `harness.exporter.Workload`s to it."""
+    """A live exporter with no workloads yet: add `foreseer.lab.exporter.Workload`s to it."""
     async with Exporter() as exporter:
         yield exporter
 

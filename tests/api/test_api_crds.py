@@ -15,7 +15,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from crd_validation import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+from spec_cases import BASE, DELETE, INVALID, RPS, with_
+
+from foreseer import cli
+from foreseer.lab.crd_validation import (
     api_server_errors,
     as_json_schema,
     cel_errors,
@@ -24,12 +30,6 @@ from crd_validation import (
     openapi_schema,
     spec_schema,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
-from spec_cases import BASE, DELETE, INVALID, RPS, with_
-
-from foreseer import cli
 from foreseer.operator import crds
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.specs import GROUP, KIND, VERSION, ScalingPolicySpec, cel_seconds

@@ -11,9 +11,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from api.crd_validation import as_json_schema, cel_errors
 from chart.rendering import CHART, ROOT, chart_crds
 
+from foreseer.lab.crd_validation import as_json_schema, cel_errors
 from foreseer.operator.crds import apply_defaults
 
 CRD_FILE = CHART / "crds" / "scalingpolicies.foreseer.dev.yaml"

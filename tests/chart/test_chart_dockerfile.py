@@ -92,10 +92,28 @@ def copied_sources() -> list[str]:
     return [s.rstrip("/") for s in sources]
 
 
-def test_the_build_copies_every_package_folder_and_the_project_metadata() -> None:
+# The packages the operator runs on, and those only the simulator, the benchmarks and the lab
+# use; every package of pyproject's package-dir is one or the other.
+IMAGE_PACKAGES = {"foreseer", "foreseer.operator", "foreseer.predictors"}
+OFF_IMAGE_PACKAGES = {"foreseer.simulator", "foreseer.bench", "foreseer.lab"}
+
+
+def package_dirs() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    package_dirs = set(project["tool"]["setuptools"]["package-dir"].values())
-    needed = package_dirs | {"pyproject.toml", project["project"]["readme"]}
+    mapping: dict[str, str] = project["tool"]["setuptools"]["package-dir"]
+    return mapping
+
+
+def test_every_package_is_either_in_the_image_or_out_of_it() -> None:
+    assert set(package_dirs()) == IMAGE_PACKAGES | OFF_IMAGE_PACKAGES
+    assert IMAGE_PACKAGES.isdisjoint(OFF_IMAGE_PACKAGES)
+
+
+def test_the_build_copies_the_operators_packages_and_the_project_metadata() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = package_dirs()
+    needed = {folders[p] for p in IMAGE_PACKAGES} | {
+        "pyproject.toml", "setup.py", project["project"]["readme"]}
     assert needed <= set(copied_sources())
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     ignored = {line.strip().rstrip("/") for line in lines
@@ -103,13 +121,20 @@ def test_the_build_copies_every_package_folder_and_the_project_metadata() -> Non
     assert ignored.isdisjoint(needed)
 
 
-def test_the_copied_context_alone_builds_a_complete_wheel(tmp_path: Path) -> None:
+def test_the_build_copies_neither_the_simulator_the_benchmarks_nor_the_lab() -> None:
+    folders = package_dirs()
+    copied = set(copied_sources())
+    assert copied.isdisjoint(folders[p] for p in OFF_IMAGE_PACKAGES)
+    assert "." not in copied, "copying the whole context would bring them in"
+
+
+def test_the_copied_context_alone_builds_the_operators_wheel(tmp_path: Path) -> None:
     # What `pip install .` sees inside the image: only the COPY sources, minus caches.
     context = tmp_path / "context"
     for source in copied_sources():
         src, dst = ROOT / source, context / source
         if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "results"))
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
@@ -118,9 +143,16 @@ def test_the_copied_context_alone_builds_a_complete_wheel(tmp_path: Path) -> Non
                     "-w", str(tmp_path / "dist"), str(context)],
                    check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("foreseer-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
     for module in ("foreseer/cli.py", "foreseer/operator/settings.py",
                    "foreseer/operator/telemetry.py", "foreseer/predictors/__init__.py"):
         assert module in names
     assert any(name.endswith("entry_points.txt") for name in names)
-    assert any(name.startswith("foreseer/bench/traces/") for name in names)
+    for package in OFF_IMAGE_PACKAGES:
+        prefix = package.replace(".", "/") + "/"
+        assert not any(name.startswith(prefix) for name in names), package
+    # The metadata is the full checkout's: the extras are still declared, only not installed.
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = archive.read(metadata).decode()
+    assert "Provides-Extra: lab" in text and "Requires-Dist: kopf" in text

@@ -15,7 +15,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from api.crd_validation import as_json_schema
 from chart.rendering import (
     BASIC_AUTH,
     CHART,
@@ -26,6 +25,7 @@ from chart.rendering import (
     render,
 )
 
+from foreseer.lab.crd_validation import as_json_schema
 from foreseer.operator import settings
 from foreseer.operator.scoping import QueryScope
 

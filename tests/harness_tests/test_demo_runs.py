@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import demo
-from harness.waiting import until
+from foreseer.lab import demo
+from foreseer.lab.waiting import until
 
 pytestmark = pytest.mark.integration
 

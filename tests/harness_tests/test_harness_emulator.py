@@ -14,7 +14,7 @@ import kmock
 import kubernetes
 import pytest
 
-from harness.emulator import (
+from foreseer.lab.emulator import (
     DEPLOYMENTS,
     EVENTS,
     AccessRule,
@@ -24,8 +24,8 @@ from harness.emulator import (
     scalingpolicy_crd,
     serving,
 )
-from harness.waiting import until
-from harness.workloads import DeploymentController, ready_replicas_in_cluster
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import DeploymentController, ready_replicas_in_cluster
 
 T = TypeVar("T")
 POLICY_RESOURCE = kmock.resource("foreseer.dev", "v1alpha1", "scalingpolicies")

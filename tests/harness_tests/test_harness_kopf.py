@@ -10,9 +10,9 @@ from typing import Any
 import kopf
 import pytest
 
+from foreseer.lab.emulator import EVENTS, Emulator
+from foreseer.lab.waiting import until
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
-from harness.emulator import EVENTS, Emulator
-from harness.waiting import until
 
 POLICIES = f"{GROUP}/{VERSION}/{PLURAL}"
 PEERINGS = "kopf.dev/v1/kopfpeerings"

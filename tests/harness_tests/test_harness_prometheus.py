@@ -12,12 +12,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from foreseer.lab.emulator import DEPLOYMENTS, Emulator, deployment
+from foreseer.lab.exporter import Exporter, Workload, periodic
+from foreseer.lab.prometheus import PrometheusServer, openmetrics
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import DeploymentController, ready_replicas
 from foreseer.predictors.series import Series
-from harness.emulator import DEPLOYMENTS, Emulator, deployment
-from harness.exporter import Exporter, Workload, periodic
-from harness.prometheus import PrometheusServer, openmetrics
-from harness.waiting import until
-from harness.workloads import DeploymentController, ready_replicas
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., PrometheusServer]

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from operator_stack import RunningOperator, Stack, StartOperator
 
+from foreseer.lab.emulator import Emulator
+from foreseer.lab.exporter import Exporter
+from foreseer.lab.prometheus import PrometheusServer
+from foreseer.lab.workloads import DeploymentController
 from foreseer.operator.handlers import Runtime
 from foreseer.operator.running import operate
 from foreseer.operator.settings import (
@@ -22,10 +26,6 @@ from foreseer.operator.settings import (
     ServerSettings,
     Settings,
 )
-from harness.emulator import Emulator
-from harness.exporter import Exporter
-from harness.prometheus import PrometheusServer
-from harness.workloads import DeploymentController
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from typing import Any
 
 import kmock
 
+from foreseer.lab.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
+from foreseer.lab.exporter import Exporter, Workload
+from foreseer.lab.prometheus import PrometheusServer
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import ready_replicas
 from foreseer.operator.handlers import Runtime
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
-from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
-from harness.exporter import Exporter, Workload
-from harness.prometheus import PrometheusServer
-from harness.waiting import until
-from harness.workloads import ready_replicas
 
 POLICIES = kmock.resource(GROUP, VERSION, PLURAL)
 

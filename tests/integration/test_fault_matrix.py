@@ -30,8 +30,8 @@ from operator_stack import (
     replicas,
 )
 
+from foreseer.lab.waiting import until
 from harness.faults import Fault, FaultProxy
-from harness.waiting import until
 
 pytestmark = pytest.mark.integration
 

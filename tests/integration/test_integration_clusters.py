@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from foreseer.lab.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import DeploymentController
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.leadtimes import readiness_seconds
 from foreseer.operator.specs import GROUP, PLURAL, VERSION, ScaleTargetRef
-from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
-from harness.waiting import until
-from harness.workloads import DeploymentController
 
 pytestmark = pytest.mark.integration
 POLICIES = f"{GROUP}/{VERSION}/{PLURAL}"

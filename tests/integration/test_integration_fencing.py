@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
+from foreseer.lab.emulator import DEPLOYMENTS, EVENTS, Emulator, Fault, deployment
 from foreseer.operator.clusters import Cluster
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.handlers import Runtime, tick
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 from foreseer.operator.statuses import to_time
-from harness.emulator import DEPLOYMENTS, EVENTS, Emulator, Fault, deployment
 from harness.fakes import FakeSource, FrozenClock
 
 pytestmark = pytest.mark.integration

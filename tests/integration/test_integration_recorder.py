@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from operator_stack import ReplicaRecorder
 
-from harness.emulator import DEPLOYMENTS, Emulator, deployment
+from foreseer.lab.emulator import DEPLOYMENTS, Emulator, deployment
 
 pytestmark = pytest.mark.integration
 

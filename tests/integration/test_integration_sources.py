@@ -12,12 +12,12 @@ import aiohttp.web
 import numpy as np
 import pytest
 
+from foreseer.lab.exporter import Workload, periodic
+from foreseer.lab.prometheus import PrometheusServer, openmetrics
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.settings import PrometheusSettings
 from foreseer.operator.sources import Prometheus
 from foreseer.predictors.series import Series
-from harness.exporter import Workload, periodic
-from harness.prometheus import PrometheusServer, openmetrics
 from harness.proxies import BearerProxy
 
 pytestmark = pytest.mark.integration

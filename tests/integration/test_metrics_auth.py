@@ -17,11 +17,11 @@ import pytest
 from aiohttp import web
 from operator_stack import StartOperator
 
+from foreseer.lab.emulator import ACCESS_REVIEWS, TOKEN_REVIEWS, AccessRule, Emulator
 from foreseer.operator.authn import MetricsGuard
 from foreseer.operator.clusters import Cluster
 from foreseer.operator.settings import MetricsAuth
 from foreseer.operator.telemetry import Health, Telemetry, bound_port, serve
-from harness.emulator import ACCESS_REVIEWS, TOKEN_REVIEWS, AccessRule, Emulator
 
 pytestmark = pytest.mark.integration
 

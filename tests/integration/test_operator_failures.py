@@ -21,8 +21,8 @@ from operator_stack import (
     until_event,
 )
 
-from harness.emulator import DEPLOYMENTS
-from harness.waiting import until
+from foreseer.lab.emulator import DEPLOYMENTS
+from foreseer.lab.waiting import until
 
 pytestmark = pytest.mark.integration
 

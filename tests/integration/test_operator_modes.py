@@ -20,7 +20,7 @@ from operator_stack import (
     status,
 )
 
-from harness.waiting import until
+from foreseer.lab.waiting import until
 
 pytestmark = pytest.mark.integration
 

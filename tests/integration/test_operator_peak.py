@@ -25,11 +25,11 @@ from operator_stack import (
     status,
 )
 
-from harness.emulator import Emulator
-from harness.exporter import Workload
-from harness.prometheus import openmetrics
-from harness.waiting import until
-from harness.workloads import DeploymentController, ready_replicas
+from foreseer.lab.emulator import Emulator
+from foreseer.lab.exporter import Workload
+from foreseer.lab.prometheus import openmetrics
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import DeploymentController, ready_replicas
 
 pytestmark = pytest.mark.integration
 

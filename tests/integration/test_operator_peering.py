@@ -17,8 +17,8 @@ import pytest
 from operator_stack import Level, Stack, load_query, metric, policy, replicas
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.prometheus import free_port
-from harness.waiting import until
+from foreseer.lab.prometheus import free_port
+from foreseer.lab.waiting import until
 
 pytestmark = pytest.mark.integration
 

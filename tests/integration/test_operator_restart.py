@@ -14,7 +14,7 @@ from operator_stack import (
     until_event,
 )
 
-from harness.waiting import until
+from foreseer.lab.waiting import until
 
 pytestmark = pytest.mark.integration
 

@@ -84,7 +84,7 @@ def test_a_policy_that_fails_validation_names_the_field(
 def test_an_unreachable_prometheus_exits_2_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from harness.prometheus import free_port
+    from foreseer.lab.prometheus import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     code = main(["backtest", "--prometheus", url, "--policy", str(_policy(tmp_path)),
@@ -96,7 +96,7 @@ def test_an_unreachable_prometheus_exits_2_and_says_so(
 def test_a_backtest_replays_the_policys_query_from_a_real_prometheus(
     prometheus_binaries: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from harness.prometheus import openmetrics, running
+    from foreseer.lab.prometheus import openmetrics, running
 
     step = 300.0
     end = (time.time() // step) * step

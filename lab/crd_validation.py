@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
 import celpy
 import jsonschema
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 from foreseer.operator.crds import apply_defaults, crd
 
@@ -25,11 +27,13 @@ from foreseer.operator.crds import apply_defaults, crd
 @cache
 def openapi_schema() -> dict[str, Any]:
     """The CRD's openAPIV3Schema (generated once; callers must not modify it)."""
-    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def spec_schema() -> dict[str, Any]:
-    return openapi_schema()["properties"]["spec"]
+    spec: dict[str, Any] = openapi_schema()["properties"]["spec"]
+    return spec
 
 
 def as_json_schema(node: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,12 +79,19 @@ def _find_all(text: str, pattern: str) -> celtypes.ListType:
 
 
 def _sum(values: celtypes.ListType) -> Any:
-    return sum(values[1:], values[0]) if values else celtypes.IntType(0)
+    if not values:
+        return celtypes.IntType(0)
+    total: Any = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
 
 
 # The Kubernetes CEL libraries the CRD's rules use, which cel-python lacks: the regex
 # library's find/findAll (first match or "", every match) and the list library's sum.
-KUBERNETES_FUNCTIONS = {"find": _find, "findAll": _find_all, "sum": _sum}
+KUBERNETES_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "find": _find, "findAll": _find_all, "sum": _sum,
+}
 
 
 @cache
@@ -91,7 +102,7 @@ def _program(rule: str) -> celpy.Runner:
 
 def cel_value(expression: str, value: Any) -> Any:
     """What a CEL expression gives with ``self`` bound to ``value``."""
-    return _program(expression).evaluate({"self": celpy.json_to_cel(value)})
+    return _program(expression).evaluate({"self": json_to_cel(value)})
 
 
 def cel_rules(node: Mapping[str, Any] | None = None) -> Iterator[str]:
@@ -126,8 +137,8 @@ def cel_errors(
     for entry in schema.get("x-kubernetes-validations", []):
         try:
             passed = bool(_program(entry["rule"]).evaluate(
-                {"self": celpy.json_to_cel(_to_cel(value, schema))}))
-        except celpy.CELEvalError:
+                {"self": json_to_cel(_to_cel(value, schema))}))
+        except CELEvalError:
             passed = False  # the API server reports a rule that fails to evaluate as invalid
         if not passed:
             errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")

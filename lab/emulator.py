@@ -46,7 +46,7 @@ Kopf, the `kubernetes` client, kubectl):
     ``Warning: 299 - "unknown field ..."`` header (none with ``fieldValidation=Ignore``).
     A null where the schema is not nullable is dropped, so the field's default applies.
   - the defaulted object is checked against the openAPIV3Schema (with `jsonschema`, through
-    ``tests/api/crd_validation.py``, which the CRD tests use too: types, enums, bounds,
+    `foreseer.lab.crd_validation`, which the CRD tests use too: types, enums, bounds,
     patterns, ``required``, ``date-time``), the keys of ``x-kubernetes-list-type: map``
     lists, then the CEL rules (``x-kubernetes-validations``); a violation is a 422 Invalid
     naming each field ("status.forecast.mase: Invalid value: ..."). A status write validates
@@ -91,8 +91,10 @@ import jsonschema
 import kmock
 import multidict
 import yaml
-from api.crd_validation import as_json_schema, cel_errors
 from kmock._internal import apps, dicts, rendering
+
+from foreseer.lab.crd_validation import as_json_schema, cel_errors
+from foreseer.operator.crds import crd
 
 Body = dict[str, Any]
 Key = tuple[kmock.resource, str | None, str]
@@ -150,7 +152,7 @@ def _invalid_fields(resource: kmock.resource, name: str, errors: list[str]) -> A
     error = _invalid(resource, name, message)
     causes = [{"reason": "FieldValueInvalid", "message": e, "field": e.split(":", 1)[0]}
               for e in errors]
-    return attrs.evolve(error, details={**error.details, "causes": causes})
+    return attrs.evolve(error, details={**(error.details or {}), "causes": causes})
 
 
 class _NotJsonError(ValueError):
@@ -241,7 +243,6 @@ def _without_root_meta(root: Body) -> Body:
 _FORMATS = jsonschema.FormatChecker(())
 
 
-@_FORMATS.checks("date-time", raises=ValueError)
 def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True  # the type keyword reports a non-string
@@ -249,6 +250,9 @@ def _is_date_time(value: object) -> bool:
         raise ValueError(f"{value!r} is not an RFC 3339 date-time")
     datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     return True
+
+
+_FORMATS.checks("date-time", raises=ValueError)(_is_date_time)
 
 
 def _qualified(resource: kmock.resource) -> str:
@@ -599,7 +603,7 @@ class Emulator(kmock.KubernetesEmulator):
             if method == "GET" and name is None:
                 listing = self._list(resource, namespace, request.params)
                 return self._table(resource, listing["items"]) if as_table else listing
-            if method == "GET":
+            if method == "GET" and name is not None:
                 body = self._read(resource, namespace, name, sub)
                 return self._table(resource, [body]) if as_table and sub is None else body
             if method == "POST" and name is None:
@@ -1046,10 +1050,10 @@ class Emulator(kmock.KubernetesEmulator):
                 for event in backlog:
                     await response.write(json.dumps(event).encode() + b"\n")
                 while watcher in self._watchers:
-                    event = await watcher.queue.get()
-                    if event is None:
+                    queued = await watcher.queue.get()
+                    if queued is None:
                         break
-                    await response.write(json.dumps(event).encode() + b"\n")
+                    await response.write(json.dumps(queued).encode() + b"\n")
         except (TimeoutError, ConnectionError):
             pass  # the server-side timeout, or the client went away
         finally:
@@ -1221,6 +1225,24 @@ _REQUIREMENT = re.compile(
     r"|\s+(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)")
 
 
+def _has(key: str) -> Callable[[Mapping[str, str]], bool]:
+    return lambda labels: key in labels
+
+
+def _lacks(key: str) -> Callable[[Mapping[str, str]], bool]:
+    return lambda labels: key not in labels
+
+
+def _within(key: str, values: set[str]) -> Callable[[Mapping[str, str]], bool]:
+    """``key in (values)`` and ``key=value``: a missing key matches neither."""
+    return lambda labels: labels.get(key) in values
+
+
+def _without(key: str, values: set[str]) -> Callable[[Mapping[str, str]], bool]:
+    """``key notin (values)`` and ``key!=value``: a missing key matches both."""
+    return lambda labels: labels.get(key) not in values
+
+
 def parse_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
     """A label (or field) selector string as a predicate on a flat label dict.
 
@@ -1236,19 +1258,19 @@ def parse_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
             raise ValueError(f"invalid selector {text!r} at position {pos}")
         pos = match.end()
         if match["not"]:
-            checks.append(lambda labels, k=match["nkey"]: k not in labels)
+            checks.append(_lacks(match["nkey"]))
         elif match["op"] in ("=", "=="):
-            checks.append(lambda labels, k=match["key"], v=match["value"]: labels.get(k) == v)
+            checks.append(_within(match["key"], {match["value"]}))
         elif match["op"] == "!=":
-            checks.append(lambda labels, k=match["key"], v=match["value"]: labels.get(k) != v)
+            checks.append(_without(match["key"], {match["value"]}))
         elif match["setop"]:
             values = {v.strip() for v in match["values"].split(",") if v.strip()}
             if match["setop"] == "in":
-                checks.append(lambda labels, k=match["key"], vs=values: labels.get(k) in vs)
+                checks.append(_within(match["key"], values))
             else:
-                checks.append(lambda labels, k=match["key"], vs=values: labels.get(k) not in vs)
+                checks.append(_without(match["key"], values))
         else:
-            checks.append(lambda labels, k=match["key"]: k in labels)
+            checks.append(_has(match["key"]))
     return lambda labels: all(check(labels) for check in checks)
 
 
@@ -1321,29 +1343,5 @@ def deployment(name: str, namespace: str, replicas: int = 1,
 
 
 def scalingpolicy_crd() -> Body:
-    """The ScalingPolicy CRD: the generated ``crds/`` manifest when present, else a minimal one.
-
-    The minimal one carries only what the emulator serves (names, scope, the status
-    subresource), so the harness works before ``make crds`` has been run.
-    """
-    from foreseer.operator import specs
-
-    crds = pathlib.Path(__file__).resolve().parents[2] / "crds"
-    for path in sorted(crds.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "CustomResourceDefinition" and \
-                    doc["spec"]["group"] == specs.GROUP:
-                return dict(doc)
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{specs.PLURAL}.{specs.GROUP}"},
-        "spec": {
-            "group": specs.GROUP, "scope": "Namespaced",
-            "names": {"kind": specs.KIND, "plural": specs.PLURAL,
-                      "singular": specs.KIND.lower(), "shortNames": ["sp"]},
-            "versions": [{"name": specs.VERSION, "served": True, "storage": True,
-                          "subresources": {"status": {}},
-                          "schema": {"openAPIV3Schema": {
-                              "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
-        },
-    }
+    """The ScalingPolicy CRD, generated from the operator's models as ``make crds`` writes it."""
+    return dict(crd())

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from harness.emulator import DEPLOYMENTS, PODS, Emulator
+from foreseer.lab.emulator import DEPLOYMENTS, PODS, Emulator
 
 
 def _stamp() -> str:
@@ -156,7 +156,7 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 def ready_replicas(emulator: Emulator, namespace: str, name: str) -> Callable[[], int]:
-    """A callback for `harness.exporter.Workload`: the Deployment's ``status.readyReplicas``."""
+    """For `foreseer.lab.exporter.Workload`: the Deployment's ``status.readyReplicas``."""
 
     def read() -> int:
         body = emulator.read_object(DEPLOYMENTS, namespace, name) or {}
@@ -166,15 +166,15 @@ def ready_replicas(emulator: Emulator, namespace: str, name: str) -> Callable[[]
 
 def ready_replicas_in_cluster(namespace: str, name: str,
                               api: Any = None) -> Callable[[], Awaitable[int]]:
-    """A callback for `harness.exporter.Workload` reading a real cluster's Deployment (e2e):
+    """A callback for `foreseer.lab.exporter.Workload` reading a real cluster's Deployment (e2e):
     ``status.readyReplicas`` through the `kubernetes` client, off the event loop. `api` is an
     ApiClient; by default one from KUBECONFIG."""
     import kubernetes
 
-    apps = kubernetes.client.AppsV1Api(api or kubernetes.config.new_client_from_config(
+    apps = kubernetes.client.AppsV1Api(api or kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         os.environ.get("KUBECONFIG")))
 
     async def read() -> int:
         body = await asyncio.to_thread(apps.read_namespaced_deployment_status, name, namespace)
-        return int(body.status.ready_replicas or 0)
+        return int(body.status.ready_replicas or 0) if body.status else 0
     return read

@@ -2,10 +2,11 @@
 
 Everything runs locally and is stopped at the end, also on Ctrl-C or an error:
 
-- the realistic Kubernetes emulator (`harness.emulator`) and its Deployment controller
-  (`harness.workloads`): new pods turn Ready only `ready_after` seconds after creation;
-- a live exporter (`harness.exporter`) and a real Prometheus (`harness.prometheus`) holding
-  `history_days` of the trace, backfilled with promtool, then scraping the exporter;
+- the realistic Kubernetes emulator (`foreseer.lab.emulator`) and its Deployment controller
+  (`foreseer.lab.workloads`): new pods turn Ready only `ready_after` seconds after creation;
+- a live exporter (`foreseer.lab.exporter`) and a real Prometheus
+  (`foreseer.lab.prometheus`) holding `history_days` of the trace, backfilled with promtool,
+  then scraping the exporter;
 - the operator itself, ``python -m foreseer.operator``, in its own process group (with the
   process pool that fits its models);
 - two Deployments under the same load: ``foreseer/web`` with a ScalingPolicy in Auto mode and
@@ -19,7 +20,7 @@ forecast step is one trace step. The default replays the NASA Kennedy Space Cent
 (HTTP requests per minute, August 1995, in the log's own zone, EDT) from the night through the
 morning ramp, when a reactive autoscaler is behind by a pod start-up.
 
-Run it with ``make demo`` (``PYTHONPATH=tests python -m harness.demo --help`` for options).
+Run it with ``make demo`` (``python -m foreseer.lab.demo --help`` for options).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import atexit
 import contextlib
 import csv
 import datetime
+import importlib.resources
 import math
 import os
 import shutil
@@ -47,17 +49,18 @@ import aiohttp
 import kmock
 import numpy as np
 
+from foreseer.lab.emulator import DEPLOYMENTS, Emulator, deployment, scalingpolicy_crd, serving
+from foreseer.lab.exporter import Exporter, Workload
+from foreseer.lab.prometheus import PrometheusServer, free_port, openmetrics
+from foreseer.lab.waiting import until
+from foreseer.lab.workloads import DeploymentController, ready_replicas
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 from foreseer.simulator.scoring import Score, oracle_replicas, score, step_changes
 from foreseer.simulator.traces import read_trace
-from harness.emulator import DEPLOYMENTS, Emulator, deployment, scalingpolicy_crd, serving
-from harness.exporter import Exporter, Workload
-from harness.prometheus import PrometheusServer, free_port, openmetrics
-from harness.waiting import until
-from harness.workloads import DeploymentController, ready_replicas
 
-ROOT = Path(__file__).resolve().parents[2]
+# The traces ship as foreseer.bench package data, so the demo finds them installed or not.
+TRACES = Path(str(importlib.resources.files("foreseer.bench") / "traces"))
 POLICIES = kmock.resource(GROUP, VERSION, PLURAL)
 TRACE_STEP = 300.0
 """Seconds of one replayed trace step: the trace's minutes are averaged over 5 minutes."""
@@ -70,7 +73,7 @@ APP = "web"
 class DemoSettings:
     """What the demo replays and how fast."""
 
-    trace: Path = ROOT / "bench" / "traces" / "nasa__http_requests_aug95.csv"
+    trace: Path = TRACES / "nasa__http_requests_aug95.csv"
     """A `timestamp,value` trace (bench/traces); its values are the load per minute."""
     day: datetime.date = datetime.date(1995, 8, 17)
     """The replayed day (a Thursday: the week before it is the history)."""
@@ -93,8 +96,9 @@ class DemoSettings:
     """The policies' maxReplicas."""
     row_steps: int = 6
     """Trace steps between two rows of the live table (6 = every 30 trace minutes)."""
-    out_dir: Path = ROOT / "build" / "demo"
-    """Where the plot, the samples (CSV) and the operator's log are written."""
+    out_dir: Path = Path("build") / "demo"
+    """Where the plot, the samples (CSV) and the operator's log are written (relative to the
+    working directory: `make demo` runs from the repository root)."""
 
     @property
     def speedup(self) -> float:
@@ -361,7 +365,7 @@ def plot(samples: list[Sample], replay: Replay, settings: DemoSettings, path: Pa
     top.set_ylabel("requests / minute")
     bottom.set_ylabel("replicas")
     bottom.set_xlabel("trace time (local)")
-    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%a %H:%M"))
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%a %H:%M"))  # type: ignore[no-untyped-call]
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     top.set_title(f"foreseer demo: {settings.trace.stem}, replayed {settings.speedup:g}x faster "
                   "(shaded: unserved load)")

@@ -15,7 +15,7 @@ Series, all labelled ``{app, namespace}``:
 - ``workload_ready_replicas``: what the callback reports;
 - ``workload_load_per_replica``: load / ready replicas (absent with no ready replica).
 
-`Workload.history` renders the same load function on a grid, for `harness.prometheus`'s
+`Workload.history` renders the same load function on a grid, for `foreseer.lab.prometheus`'s
 backfill, so the backfilled past and the live present are one curve.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from foreseer.lab.prometheus import SCRAPE_JOB
 from foreseer.predictors.series import Series
-from harness.prometheus import SCRAPE_JOB
 
 LoadFunction = Callable[[float], float | None]
 ReplicaCallback = Callable[[], int | Awaitable[int]]
@@ -133,6 +133,6 @@ class Exporter:
         return _Snapshot([load, ready, per_replica])
 
     async def _metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        body = generate_latest(await self.snapshot())  # type: ignore[arg-type]
+        body = generate_latest(await self.snapshot())
         self.scrapes += 1
         return aiohttp.web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
