@@ -16,7 +16,7 @@ import numpy as np
 
 from foreseer.operator.statuses import CapacityStatus, to_time
 from foreseer.predictors.resources import CapacitySettings, LearnedCapacity
-from foreseer.predictors.series import FloatArray
+from foreseer.predictors.series import FloatArray, Series
 
 DRIFT_INTERVALS = 3
 """Consecutive intervals off the band that count as a changed capacity: one or two are a
@@ -139,8 +139,15 @@ def capacity_step(capacity: CapacityStatus | None, load: float, replicas: float,
     return Watched(counted, None, since)
 
 
-def aligned(*series: FloatArray) -> tuple[FloatArray, ...]:
-    """The newest common length of grids that end at the same time (a history read may be
-    shorter than another after an outage): the tails, aligned."""
-    n = min(len(s) for s in series)
-    return tuple(np.asarray(s[len(s) - n:], dtype=np.float64) for s in series)
+def fit_capacity(metric: str, load: Series, replicas: Series, utilisation: Series,
+                 target: float, now: float, since: float | None) -> CapacityStatus:
+    """`learn` on three histories that end at the same time (a read may be shorter than
+    another after an outage: their common tail), from ``since`` on when it is set."""
+    n = min(len(load), len(replicas), len(utilisation))
+    arrays = [np.asarray(s.values[len(s) - n:], dtype=np.float64)
+              for s in (load, replicas, utilisation)]
+    if since is not None:
+        recent = load.times()[len(load) - n:] >= since
+        arrays = [a[recent] for a in arrays]
+    load_a, replicas_a, utilisation_a = arrays
+    return learn(metric, load_a, replicas_a, utilisation_a, target, now, since)

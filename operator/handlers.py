@@ -25,7 +25,7 @@ import kopf
 from kubernetes.config import kube_config
 from pydantic import ValidationError
 
-from foreseer.operator.capacities import aligned, capacity_step, learn
+from foreseer.operator.capacities import capacity_step, fit_capacity
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.deciding import (
     Decision,
@@ -767,15 +767,12 @@ async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: Scal
                                 interval)
         capacity = watched.capacity
         if watched.refit is not None and all(k in histories for k in keys):
-            load_h, ready_h, busy_h = aligned(*(histories[k].values for k in keys))
-            if watched.since is not None:
-                recent = histories[metric].times()[len(histories[metric]) - len(load_h):] \
-                    >= watched.since
-                load_h, ready_h, busy_h = load_h[recent], ready_h[recent], busy_h[recent]
             logger.info("learning the capacity of %s/%s metric %s: %s", namespace, name,
                         metric, watched.refit)
-            capacity = await asyncio.to_thread(learn, metric, load_h, ready_h, busy_h,
-                                               utilization.target, now, watched.since)
+            load_h, ready_h, busy_h = (histories[k] for k in keys)
+            capacity = await asyncio.to_thread(
+                fit_capacity, metric, load_h, ready_h, busy_h, utilization.target, now,
+                watched.since)
         if watched.changed is not None:
             old, new = watched.changed
             fallback = ("targetPerReplica" if spec_metric(spec, metric).target_per_replica

@@ -6,7 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from foreseer.operator.specs import ScalingPolicySpec
-from foreseer.simulator.policies import FORESEER_AUTO, bounds_of, simulation_spec, standard_policies
+from foreseer.simulator.policies import (
+    FORESEER_AUTO,
+    bounds_of,
+    simulation_spec,
+    standard_policies,
+    utilization_policies,
+)
 from foreseer.simulator.scenarios import Scenario, resolve
 from foreseer.simulator.simulating import ORACLE, Run, simulate
 from foreseer.simulator.traces import Trace
@@ -32,7 +38,8 @@ class Comparison:
     retrain: float | None = None
     """Seconds of sim time between forecaster refits; None = the policy's retrainInterval."""
     only: tuple[str, ...] | None = None
-    """Labels of the policies to simulate (the oracle is always scored); None = all of them."""
+    """Labels of the policies to simulate (the oracle is always scored), the utilisation-target
+    ones (`utilization_policies`) included; None = the standard ones."""
 
 
 def compare(trace: Trace, comparison: Comparison,
@@ -40,8 +47,11 @@ def compare(trace: Trace, comparison: Comparison,
     """Simulate the policies of ``comparison.only`` (default: every one) on ``trace``."""
     workload = resolve(trace, comparison.scenario)
     spec = simulation_spec(workload, comparison.policy)
-    policies = [p for p in standard_policies(spec, workload, comparison.retrain)
-                if comparison.only is None or p.label in comparison.only]
+    policies = standard_policies(spec, workload, comparison.retrain)
+    if comparison.only is not None:
+        # The utilisation-target runs are opt-in, by label: one more foreseer run a trace.
+        policies = [p for p in policies + utilization_policies(spec, workload, comparison.retrain)
+                    if p.label in comparison.only]
     return simulate(workload, policies, bounds_of(spec), progress)
 
 

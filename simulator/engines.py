@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from foreseer.operator.deciding import ForecastInput, Observation, decide
 from foreseer.operator.specs import ScalingPolicySpec
-from foreseer.operator.statuses import ScalingPolicyStatus
+from foreseer.operator.statuses import CapacityStatus, ScalingPolicyStatus
 
 
 @dataclass
@@ -21,9 +23,15 @@ class Engine:
         return self.spec.metrics[0].name
 
     def decide(self, now: float, replicas: int, load: float,
-               forecast: ForecastInput | None = None) -> int:
-        """Replicas for this tick from the current ``load`` (NaN = missing) and a forecast."""
-        observation = Observation(current_replicas=replicas, metrics={self.metric: load})
+               forecast: ForecastInput | None = None, utilization: float = math.nan,
+               capacities: Mapping[str, CapacityStatus] | None = None) -> int:
+        """Replicas for this tick from the current ``load`` (NaN = missing), a forecast, and
+        for a metric with ``utilization`` the current utilisation and learned capacity."""
+        metric = self.spec.metrics[0]
+        observation = Observation(
+            current_replicas=replicas, metrics={metric.name: load},
+            utilization={metric.name: utilization} if metric.utilization else {},
+            capacities=capacities or {})
         forecasts = {self.metric: forecast} if forecast is not None else {}
         decision = decide(self.spec, observation, forecasts, self.state, now)
         self.state = decision.new_state

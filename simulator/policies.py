@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from foreseer.operator.capacities import capacity_step, fit_capacity
 from foreseer.operator.durations import format_duration, parse_duration
 from foreseer.operator.forecasting import (
     FIT_RETRY_SECONDS,
@@ -21,7 +22,8 @@ from foreseer.operator.forecasting import (
     forecast_step,
     history_grid,
 )
-from foreseer.operator.specs import Behavior, Mode, ScalingPolicySpec
+from foreseer.operator.specs import Behavior, MetricSpec, Mode, ScalingPolicySpec
+from foreseer.operator.statuses import CapacityStatus
 from foreseer.predictors.series import Series
 from foreseer.simulator.baselines import CraneDsp, PhpaHoltWinters
 from foreseer.simulator.engines import Engine
@@ -31,6 +33,8 @@ from foreseer.simulator.simulating import Band, Bounds, Policy, Tick
 FORESEER_AUTO = "foreseer Auto"
 FORESEER_REACTIVE = "foreseer Reactive"
 HPA = "HPA v2"
+FORESEER_UTILIZATION = "foreseer Auto, utilisation target"
+HPA_UTILIZATION = "HPA v2, utilisation target"
 PHPA_STYLE = "PHPA-style"
 CRANE_STYLE = "Crane-style"
 
@@ -85,7 +89,8 @@ class Reactive:
     band: Band | None = None
 
     def decide(self, tick: Tick) -> int:
-        return self.engine.decide(tick.now, tick.replicas, float(tick.history.values[-1]))
+        return self.engine.decide(tick.now, tick.replicas, float(tick.history.values[-1]),
+                                  utilization=tick.utilization)
 
 
 def scraped(tick: Tick, step: float, window: float) -> Series:
@@ -102,6 +107,52 @@ def scraped(tick: Tick, step: float, window: float) -> Series:
     return Series(first, step, values)
 
 
+def utilization_spec(spec: ScalingPolicySpec, workload: Workload) -> ScalingPolicySpec:
+    """``spec`` with its metric sized by a utilisation target only (the target fraction of
+    the workload), not by a known targetPerReplica."""
+    metric = spec.metrics[0]
+    sized = MetricSpec(name=metric.name, query=metric.query, utilization={
+        "query": "utilization", "target": workload.target_per_replica / workload.capacity})
+    return _with(spec, metrics=[sized])
+
+
+@dataclass
+class CapacityLearner:
+    """The operator's capacity learning on the simulated record: each tick, `capacity_step`
+    on the live (load, ready, utilisation), and `fit_capacity` on the record of the policy's
+    history window when it says so."""
+
+    spec: ScalingPolicySpec
+    ready_: list[float] = field(default_factory=list, init=False)
+    busy_: list[float] = field(default_factory=list, init=False)
+    capacity_: CapacityStatus | None = field(default=None, init=False)
+    drifts_: list[float] = field(default_factory=list, init=False)
+    """When a drift was detected."""
+
+    def observe(self, tick: Tick) -> dict[str, CapacityStatus]:
+        metric = self.spec.metrics[0]
+        assert metric.utilization is not None
+        self.ready_.append(float(tick.ready))
+        self.busy_.append(tick.utilization)
+        history = tick.history
+        load = float(history.values[-1])
+        watched = capacity_step(self.capacity_, load, float(tick.ready), tick.utilization,
+                                tick.now, parse_duration(self.spec.forecast.retrain_interval),
+                                history.step)
+        self.capacity_ = watched.capacity
+        if watched.changed is not None:
+            self.drifts_.append(tick.now)
+        if watched.refit is not None:
+            n = min(len(history), round(parse_duration(self.spec.forecast.history)
+                                        / history.step))
+            tail = history.tail(n)
+            self.capacity_ = fit_capacity(
+                metric.name, tail, Series(tail.start, tail.step, np.array(self.ready_[-n:])),
+                Series(tail.start, tail.step, np.array(self.busy_[-n:])),
+                metric.utilization.target, tick.now, watched.since)
+        return {} if self.capacity_ is None else {metric.name: self.capacity_}
+
+
 @dataclass
 class Foreseer:
     """foreseer Auto as the operator runs it: every tick, the operator's forecast step
@@ -114,6 +165,8 @@ class Foreseer:
     """Seconds a new replica takes to become ready (what ``horizon: auto`` measures)."""
     label: str = FORESEER_AUTO
     band: Band | None = field(default_factory=Band)
+    learner: CapacityLearner | None = None
+    """Learns the capacity, for a metric sized by a utilisation target."""
     fitted_: Fitted | None = field(default=None, init=False)
     failed_at_: float = field(default=-math.inf, init=False)
     error_: LiveError = field(default_factory=LiveError, init=False)
@@ -145,8 +198,9 @@ class Foreseer:
             self.band.times.append(tick.now + plan.horizon)
             self.band.low.append(step.point)
             self.band.high.append(forecast.value)
+        capacities = None if self.learner is None else self.learner.observe(tick)
         return self.engine.decide(tick.now, tick.replicas, float(tick.history.values[-1]),
-                                  forecast)
+                                  forecast, tick.utilization, capacities)
 
 
 @dataclass
@@ -208,4 +262,19 @@ def standard_policies(spec: ScalingPolicySpec, workload: Workload, retrain: floa
         PhpaStyle(Engine(hpa), PhpaHoltWinters(season=max(2, round(86400 / workload.interval))),
                   max(1, math.ceil(workload.startup / workload.interval))),
         CraneStyle(Engine(hpa)),
+    ]
+
+
+def utilization_policies(spec: ScalingPolicySpec, workload: Workload,
+                         retrain: float | None = None) -> list[Policy]:
+    """foreseer Auto and the HPA given only a utilisation target (`utilization_spec`):
+    foreseer learns the capacity, the HPA applies its utilisation formula."""
+    auto = utilization_spec(_with(spec, mode=Mode.AUTO), workload)
+    if retrain is not None:
+        auto = _with(auto, forecast=spec.forecast.model_copy(
+            update={"retrain_interval": format_duration(retrain)}))
+    return [
+        Foreseer(Engine(auto), workload.startup, FORESEER_UTILIZATION,
+                 learner=CapacityLearner(auto)),
+        Reactive(HPA_UTILIZATION, Engine(utilization_spec(hpa_spec(spec), workload))),
     ]

@@ -32,8 +32,14 @@ class Scenario:
     """Seconds between the load happening and a policy seeing it."""
     interval: float | None = None
     """Seconds between decisions; default max(30s, one trace step)."""
+    capacity_drop: float = 0.0
+    """From the middle of the trace on, a replica serves this fraction less (a release that
+    made requests costlier): 0.3 is a 30 % drop. The load metric does not show it; the
+    utilisation and the scoring do."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.capacity_drop < 1:
+            raise ValueError(f"capacity_drop must be in [0, 1), got {self.capacity_drop!r}")
         for name in ("p99_replicas", "startup", "interval"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -62,6 +68,14 @@ class Workload:
     """Seconds of metric lag."""
     interval: float
     """Seconds between decisions."""
+    drop_at: float = math.inf
+    """When the capacity drops (Unix seconds; never by default)."""
+    drop: float = 0.0
+    """By how much, as a fraction."""
+
+    def cost(self, times: np.ndarray) -> np.ndarray:
+        """Work per unit of load at ``times``: 1, and 1 / (1 - drop) from ``drop_at`` on."""
+        return np.where(np.asarray(times) >= self.drop_at, 1.0 / (1.0 - self.drop), 1.0)
 
     @property
     def grid_step(self) -> float:
@@ -100,4 +114,6 @@ def resolve(trace: Trace, scenario: Scenario) -> Workload:
         interval=(
             scenario.interval if scenario.interval is not None else max(MIN_INTERVAL_SECONDS, step)
         ),
+        drop_at=(trace.start + trace.end) / 2 if scenario.capacity_drop else math.inf,
+        drop=scenario.capacity_drop,
     )

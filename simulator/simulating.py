@@ -29,6 +29,8 @@ class Tick:
     """The target's replica count (ready or starting)."""
     ready: int
     """Replicas serving now."""
+    utilization: float = math.nan
+    """The mean utilisation of the ready replicas as scraped (NaN with none ready)."""
 
 
 @dataclass
@@ -87,6 +89,8 @@ def simulate(
     ticks = workload.ticks()
     # What Prometheus has scraped by each tick: the load `scrape_lag` ago.
     observed = workload.trace.load(ticks - workload.scrape_lag)
+    # ...and the work it made, in replicas' worth of capacity, for the utilisation.
+    work = observed * workload.cost(ticks - workload.scrape_lag) / workload.capacity
     first = int(
         np.clip(math.ceil(observed[0] / workload.target_per_replica - 1e-9),
                 bounds.min_replicas, bounds.max_replicas)
@@ -98,7 +102,8 @@ def simulate(
         for policy in policies:
             pool = pools[policy.label]
             pool.advance(float(now))
-            tick = Tick(float(now), history, pool.replicas, pool.ready)
+            busy = min(1.0, work[k] / pool.ready) if pool.ready else math.nan
+            tick = Tick(float(now), history, pool.replicas, pool.ready, busy)
             pool.scale(float(now), policy.decide(tick))
         if progress is not None and ((k + 1) % report_every == 0 or k + 1 == len(ticks)):
             progress(report_every if (k + 1) % report_every == 0 else (k + 1) % report_every)
@@ -110,7 +115,8 @@ def evaluate(
 ) -> Run:
     """Score every pool, and the oracle, on the evaluation grid."""
     grid = workload.grid()
-    load = workload.trace.load(grid)
+    # Scored as work: after a capacity drop, the same requests need more replicas.
+    load = workload.trace.load(grid) * workload.cost(grid)
     step = workload.grid_step
     need, paid = oracle_replicas(
         load, workload.capacity, workload.startup, step, bounds.min_replicas, bounds.max_replicas

@@ -431,11 +431,12 @@ async def test_a_put_of_a_spec_that_breaks_the_schema_is_refused_with_422(
         emulator: Emulator) -> None:
     await _scalingpolicy(emulator)
     body = emulator.read_object(POLICY_RESOURCE, "shop", "web")
-    body["spec"]["metrics"] = [{"name": "rps", "query": "x"}]  # no targetPerReplica
+    body["spec"]["metrics"] = [{"name": "rps", "query": "x"}]  # no sizing at all
     code, answer = await _send(emulator, "PUT", f"{POLICIES_PATH}/web", _dumps(body),
                                "application/json")
     assert (code, answer["reason"]) == (422, "Invalid")
-    assert "spec.metrics[0].targetPerReplica: Required value" in answer["message"]
+    assert "spec.metrics[0].targetPerReplica: a metric needs targetPerReplica, utilization " \
+        "or both" in answer["message"]
 
 
 async def test_two_conditions_of_one_type_are_refused_with_422_as_a_list_map(
