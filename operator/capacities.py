@@ -23,8 +23,8 @@ DRIFT_INTERVALS = 3
 spike or a slow scrape; three at a 30 s interval is 90 s of a different workload."""
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: FloatArray,
@@ -45,7 +45,7 @@ def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: Floa
                   f"{fit.relative_error_:.2f} (need at most {s.max_relative_error})")
     has_fit = fit.fallback_ is None
     return CapacityStatus(
-        metric=metric, per_replica=_finite(per_replica) if per_replica is not None else None,
+        metric=metric, per_replica=_finite(per_replica),
         target=target,
         baseline=_finite(fit.baseline_) if has_fit else None,
         slope=_finite(fit.slope_) if has_fit else None,

@@ -205,9 +205,7 @@ def hpa_utilization_replicas(utilization: float, target: float, current: int,
     ratio = utilization / target
     if abs(1.0 - ratio) <= tolerance:
         return current
-    if ratio * current >= MAX_REPLICAS:
-        return MAX_REPLICAS
-    return math.ceil(ratio * current * (1 - 1e-9))
+    return _replicas(utilization * current, target)
 
 
 UTILIZATION = "utilization"
@@ -268,11 +266,10 @@ def _is_trusted(forecast: ForecastInput, max_ratio: float) -> bool:
 
 def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
           utilizations: Mapping[str, float], forecasts: Mapping[str, ForecastInput],
-          unforecast: Mapping[str, str], capacities: Mapping[str, CapacityStatus],
+          unforecast: Mapping[str, str], sizes: Mapping[str, tuple[float | None, str]],
           current: int) -> _Plan:
     tolerance = spec.behavior.tolerance
     max_ratio = spec.guards.forecast_trust.max_error_ratio
-    sizes = {m.name: sizing(m, capacities) for m in spec.metrics}
     targets = {n: size for n, (size, _) in sizes.items() if size is not None}
     reactive = {n: hpa_replicas(v, targets[n], current, tolerance)
                 for n, v in loads.items() if n in targets}
@@ -312,7 +309,8 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
     sized_by, floored = None, False
     if raw is not None:
         winner = max(combined, key=lambda k: (combined[k], k[1] != UTILIZATION))
-        sized_by = f"{winner[0]} ({_sizing_text(winner, targets, utilizations, spec)})"
+        text = _sizing_text(winner, targets, utilizations, utilization_targets)
+        sized_by = f"{winner[0]} ({text})"
         by_load = [r for k, r in combined.items() if k[1] != UTILIZATION]
         floored = winner[1] == UTILIZATION and bool(by_load) and raw > max(by_load)
     return _Plan(floor, max(predictive.values(), default=None), raw, trusted, lowering,
@@ -321,12 +319,12 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
 
 
 def _sizing_text(key: tuple[str, str], targets: Mapping[str, float],
-                 utilizations: Mapping[str, float], spec: ScalingPolicySpec) -> str:
+                 utilizations: Mapping[str, float],
+                 utilization_targets: Mapping[str, float]) -> str:
     name, kind = key
     if kind == UTILIZATION:
-        target = next(m.utilization.target for m in spec.metrics
-                      if m.name == name and m.utilization)
-        return f"utilization {utilizations[name]:.3g} against target {target:g}"
+        return (f"utilization {utilizations[name]:.3g} against target "
+                f"{utilization_targets[name]:g}")
     if kind == "capacity":
         return f"learned capacity {targets[name]:.4g} per replica"
     return f"targetPerReplica {targets[name]:g}"
@@ -402,10 +400,11 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     readings = {m.name: _reading(observation.metrics.get(m.name)) for m in spec.metrics}
     utilization = {m.name: _utilization(observation.utilization.get(m.name))
                    for m in spec.metrics if m.utilization is not None}
+    sizes = {m.name: sizing(m, observation.capacities) for m in spec.metrics}
     for m in spec.metrics:
         # A load with no load per replica to size it and no utilisation to fall back on
         # asks for nothing: it is missing, so the outage guard holds the replicas up.
-        if sizing(m, observation.capacities)[0] is None and isinstance(
+        if sizes[m.name][0] is None and isinstance(
                 readings[m.name], float) and isinstance(utilization.get(m.name), MetricOutage):
             readings[m.name] = MetricOutage(
                 OutageKind.EMPTY, "no trusted capacity yet and no utilisation to size it by")
@@ -413,8 +412,7 @@ def decide(spec: ScalingPolicySpec, observation: Observation,
     outages = {n: v for n, v in readings.items() if isinstance(v, MetricOutage)} | {
         f"{n}.{UTILIZATION}": v for n, v in utilization.items() if isinstance(v, MetricOutage)}
     utilizations = {n: v for n, v in utilization.items() if isinstance(v, float)}
-    plan = _plan(spec, loads, utilizations, forecasts, observation.unforecast,
-                 observation.capacities, current)
+    plan = _plan(spec, loads, utilizations, forecasts, observation.unforecast, sizes, current)
 
     # Entries carried over keep their (immutable) models: rebuilding a few hundred
     # pydantic objects per cycle would dominate the decision's cost.

@@ -25,7 +25,7 @@ import kopf
 from kubernetes.config import kube_config
 from pydantic import ValidationError
 
-from foreseer.operator.capacities import capacity_step, fit_capacity
+from foreseer.operator.capacities import DRIFT_INTERVALS, capacity_step, fit_capacity
 from foreseer.operator.clusters import Cluster, ClusterError, Conflict, TargetNotFound
 from foreseer.operator.deciding import (
     Decision,
@@ -756,10 +756,12 @@ async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: Scal
         memory.capacities = {c.metric: c for c in state.capacities}
     retrain = parse_duration(spec.forecast.retrain_interval)
     interval = parse_duration(spec.interval)
-    wanted = {m.name: m.utilization for m in spec.metrics if m.utilization is not None}
-    for gone in set(memory.capacities) - set(wanted):
+    learning = [m for m in spec.metrics if m.utilization is not None]
+    for gone in set(memory.capacities) - {m.name for m in learning}:
         del memory.capacities[gone]
-    for metric, utilization in wanted.items():
+    for spec_metric in learning:
+        metric, utilization = spec_metric.name, spec_metric.utilization
+        assert utilization is not None
         keys = (metric, replicas_key(metric), utilization_key(metric))
         live = [readings.get(k) for k in keys]
         load, ready, busy = (v if isinstance(v, float) else math.nan for v in live)
@@ -775,15 +777,13 @@ async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: Scal
                 watched.since)
         if watched.changed is not None:
             old, new = watched.changed
-            fallback = ("targetPerReplica" if spec_metric(spec, metric).target_per_replica
-                        else "utilization")
+            fallback = "targetPerReplica" if spec_metric.target_per_replica else "utilization"
             runtime.post_event(body, reason="CapacityChanged", warning=True, message=(
                 f"metric {metric}: the load one replica serves at {utilization.target:g} "
                 f"utilisation was {old:.4g}, live utilisation says about "
                 f"{'?' if new is None else f'{new:.4g}'} (off the learned band for "
-                f"{watched.capacity.drift_streak if watched.capacity else '?'} intervals); "
-                "relearning from the history since the change, sizing by "
-                f"{fallback} meanwhile"))
+                f"{DRIFT_INTERVALS} intervals); relearning from the history since the change, "
+                f"sizing by {fallback} meanwhile"))
         if capacity is not None:
             memory.capacities[metric] = capacity
         runtime.telemetry.observe_capacity(
@@ -791,10 +791,6 @@ async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: Scal
             capacity.per_replica if capacity is not None and capacity.trusted else None,
             watched.changed is not None)
     return dict(memory.capacities)
-
-
-def spec_metric(spec: ScalingPolicySpec, name: str) -> MetricSpec:
-    return next(m for m in spec.metrics if m.name == name)
 
 
 async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,

@@ -5,20 +5,19 @@ and a drift raises CapacityChanged within the bound."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from test_operator_cycle import FakeCluster, body, failing_fit, inline_pool, run_ticks
+from test_operator_cycle import FakeCluster, body, clock, cluster, run_ticks, runtime
 
 from foreseer.operator.capacities import DRIFT_INTERVALS
 from foreseer.operator.deciding import MetricOutage
-from foreseer.operator.fitting import Fitter
 from foreseer.operator.handlers import Runtime
-from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.series import Series
 from harness.fakes import FrozenClock
+
+__all__ = ["clock", "cluster", "runtime"]  # the cycle tests' fixtures, used here
 
 PER_REPLICA_AT_FULL = 100.0  # so 0.7 utilisation is (0.7 - 0.05) / 0.95 * 100 = 68.4 rps
 AT_TARGET = (0.7 - 0.05) / 0.95 * PER_REPLICA_AT_FULL
@@ -59,21 +58,8 @@ class ScriptedSource:
 
 @pytest.fixture
 def source() -> ScriptedSource:
+    """Overrides the cycle tests' source, so their `runtime` fixture reads this one."""
     return ScriptedSource()
-
-
-@pytest.fixture
-def cluster() -> FakeCluster:
-    return FakeCluster()
-
-
-@pytest.fixture
-def runtime(source: ScriptedSource, cluster: FakeCluster) -> Iterator[Runtime]:
-    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=failing_fit)
-    runtime = Runtime(settings=Settings(), prometheus=source,  # type: ignore[arg-type]
-                      cluster=cluster, fitter=fitter, clock=FrozenClock())  # type: ignore[arg-type]
-    yield runtime
-    fitter.shutdown()
 
 
 def policy(**metric: Any) -> dict[str, Any]:
@@ -83,9 +69,10 @@ def policy(**metric: Any) -> dict[str, Any]:
 
 
 async def test_the_first_tick_learns_the_capacity_sizes_with_it_and_checkpoints_it(
-        runtime: Runtime, source: ScriptedSource, cluster: FakeCluster) -> None:
+        runtime: Runtime, clock: FrozenClock, source: ScriptedSource,
+        cluster: FakeCluster) -> None:
     source.now = {"load": 700.0, "cpu": 0.7, "ready": 2.0}
-    await run_ticks(runtime, runtime.clock, policy(), 1)  # type: ignore[arg-type]
+    await run_ticks(runtime, clock, policy(), 1)
     status = cluster.status_writes[-1]
     [capacity] = status["capacities"]
     assert capacity["trusted"] and capacity["samples"] == 2000
@@ -97,15 +84,16 @@ async def test_the_first_tick_learns_the_capacity_sizes_with_it_and_checkpoints_
 
 
 async def test_a_restarted_operator_sizes_with_the_checkpointed_capacity(
-        runtime: Runtime, source: ScriptedSource, cluster: FakeCluster) -> None:
-    await run_ticks(runtime, runtime.clock, policy(), 1)  # type: ignore[arg-type]
+        runtime: Runtime, clock: FrozenClock, source: ScriptedSource,
+        cluster: FakeCluster) -> None:
+    await run_ticks(runtime, clock, policy(), 1)
     saved = cluster.status_writes[-1]
     restarted = policy()
     restarted["status"] = saved
     runtime.memories.clear()
     source.load[:] = math.nan  # nothing to relearn from: only the checkpoint can size
     source.now = {"load": 1400.0, "cpu": 0.7, "ready": 2.0}
-    await run_ticks(runtime, runtime.clock, restarted, 1)  # type: ignore[arg-type]
+    await run_ticks(runtime, clock, restarted, 1)
     [capacity] = cluster.status_writes[-1]["capacities"]
     before = saved["capacities"][0]
     assert (capacity["perReplica"], capacity["fittedAt"]) == (before["perReplica"],
@@ -115,16 +103,17 @@ async def test_a_restarted_operator_sizes_with_the_checkpointed_capacity(
 
 
 async def test_a_capacity_drop_raises_capacity_changed_within_the_bound_and_falls_back(
-        runtime: Runtime, source: ScriptedSource, cluster: FakeCluster) -> None:
+        runtime: Runtime, clock: FrozenClock, source: ScriptedSource,
+        cluster: FakeCluster) -> None:
     cluster.replicas = 10
     source.now = {"load": 500.0, "cpu": 0.05 + 0.95 * 50 / PER_REPLICA_AT_FULL, "ready": 10.0}
     spec = policy(targetPerReplica=40)
-    await run_ticks(runtime, runtime.clock, spec, 2)  # type: ignore[arg-type]
+    await run_ticks(runtime, clock, spec, 2)
     assert cluster.status_writes[-1]["capacities"][0]["trusted"]
     # A release makes each request cost 1/0.7 as much CPU.
     source.now = {"load": 500.0, "cpu": 0.05 + 0.95 * 50 / (0.7 * PER_REPLICA_AT_FULL),
                   "ready": 10.0}
-    await run_ticks(runtime, runtime.clock, spec, DRIFT_INTERVALS)  # type: ignore[arg-type]
+    await run_ticks(runtime, clock, spec, DRIFT_INTERVALS)
     changed = [m for r, m, w in cluster.events if r == "CapacityChanged" and w]
     assert len(changed) == 1
     assert f"was {AT_TARGET:.3g}"[:7] in changed[0] and "targetPerReplica" in changed[0]
