@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -35,7 +36,9 @@ from foreseer.simulator.policies import (
     CRANE_STYLE,
     FORESEER_AUTO,
     FORESEER_REACTIVE,
+    FORESEER_UTILIZATION,
     HPA,
+    HPA_UTILIZATION,
     PHPA_STYLE,
     simulation_spec,
 )
@@ -58,6 +61,14 @@ TARGETS = {
     "replica_hours_ratio_vs_hpa": 1.05,
     "replica_hours_ratio_vs_oracle": 1.25,
     "actions_ratio_vs_hpa": 1.0,
+}
+CAPACITY_DROP = 0.3
+"""The release step of the utilisation runs: from mid-trace a replica serves 30 % less."""
+AFTER_STEP_SECONDS = 3600.0
+"""The window after the step in which under-provisioning is compared with the HPA's."""
+UTILIZATION_TARGETS = {
+    "within_of_known_capacity": 0.05,
+    "detection_intervals_at_most": 10,
 }
 HPA_FRACTIONS = "0.45,0.5,0.55,0.6,0.65,0.7,0.8,0.9"
 FORESEER_QUANTILES = "0.5,0.95"
@@ -167,7 +178,18 @@ def run_one(job: Job) -> Outcome:
         from foreseer.simulator.plotting import plot
 
         plot(result, job.plot, f"{trace.name}: load, ready capacity per policy", FORESEER_AUTO)
-    scores = {label: score.to_dict() for label, score in result.scores.items()}
+    scores: dict[str, dict[str, Any]] = {
+        label: score.to_dict() for label, score in result.scores.items()}
+    workload = result.workload
+    for label, drifts in result.drifts.items():
+        after = [t for t in drifts if t >= workload.drop_at]
+        scores[label]["drifts_before_step"] = len(drifts) - len(after)
+        scores[label]["detection_intervals"] = (
+            math.ceil((after[0] - workload.drop_at) / workload.interval - 1e-9) if after else None)
+    if math.isfinite(workload.drop_at):
+        for label in result.scores:
+            scores[label]["underprov_hour_after_step"] = result.underprov_time(
+                label, workload.drop_at, workload.drop_at + AFTER_STEP_SECONDS)
     return job, trace.name, scores, time.perf_counter() - started
 
 
@@ -203,6 +225,114 @@ def summarize(series: Sequence[dict[str, Any]]) -> dict[str, float | None]:
             float(s["policies"][FORESEER_AUTO]["underprov_time"]) for s in series
         ),
     }
+
+
+def series_of(main: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """The per-series entries of the main runs (every standard policy at the defaults)."""
+    return [
+        {
+            "name": name,
+            "seconds": round(seconds, 1),
+            "policies": {
+                label: {k: v for k, v in s.items() if k in FIELDS} for label, s in scores.items()
+            },
+        }
+        for _, name, scores, seconds in main
+    ]
+
+
+def utilization_comparisons(comparison: Comparison) -> tuple[Comparison, Comparison]:
+    """Issue 18's runs: (a) foreseer given only a utilisation target, on the standard
+    scenario; (b) it and the HPA on the same utilisation target, with CAPACITY_DROP."""
+    learned = replace(comparison, only=(FORESEER_UTILIZATION,))
+    dropped = replace(comparison, scenario=replace(comparison.scenario,
+                                                   capacity_drop=CAPACITY_DROP),
+                      only=(FORESEER_UTILIZATION, HPA_UTILIZATION))
+    return learned, dropped
+
+
+def _within(learned: float, known: float, tolerance: float) -> bool:
+    return abs(learned - known) <= tolerance * known if known > 0 else learned <= 0
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median, a missing value counting as worse than any (None when that is the median)."""
+    if not values:
+        return None
+    value = statistics.median(math.inf if v is None else v for v in values)
+    return value if math.isfinite(value) else None
+
+
+def build_utilization(series: Sequence[dict[str, Any]], learned: dict[str, dict[str, Any]],
+                      dropped: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `utilization` object: per series, (a) foreseer learning the capacity from a
+    utilisation target against foreseer Auto given the true targetPerReplica, on both
+    figures; (b) after CAPACITY_DROP, how soon the drift was detected and the
+    under-provisioning in the hour after the step against the HPA on utilisation."""
+    tolerance = UTILIZATION_TARGETS["within_of_known_capacity"]
+    bound = UTILIZATION_TARGETS["detection_intervals_at_most"]
+    entries = []
+    for entry in series:
+        name = entry["name"]
+        known = entry["policies"][FORESEER_AUTO]
+        own = learned[name][FORESEER_UTILIZATION]
+        after = dropped[name][FORESEER_UTILIZATION]
+        hpa = dropped[name][HPA_UTILIZATION]
+        detection = after["detection_intervals"]
+        entries.append({
+            "name": name,
+            "known_capacity": {k: known[k] for k in ("underprov_time", "replica_hours")},
+            "learned_capacity": {
+                **{k: own[k] for k in ("underprov_time", "replica_hours")},
+                "false_drifts": own["drifts_before_step"]},
+            # One-sided: less under-provisioning than the known capacity's is no miss.
+            "underprov_within": own["underprov_time"]
+            <= known["underprov_time"] * (1 + tolerance),
+            "replica_hours_ratio": _ratio(own["replica_hours"], known["replica_hours"]),
+            "replica_hours_within": _within(own["replica_hours"], known["replica_hours"],
+                                            tolerance),
+            "drop": {
+                "detection_intervals": detection,
+                "drifts_before_step": after["drifts_before_step"],
+                "detected_in_bound": detection is not None and detection <= bound,
+                "underprov_hour_after_step": {
+                    "foreseer": after["underprov_hour_after_step"],
+                    "hpa": hpa["underprov_hour_after_step"]},
+                "underprov_time": {"foreseer": after["underprov_time"],
+                                   "hpa": hpa["underprov_time"]},
+                "replica_hours": {"foreseer": after["replica_hours"],
+                                  "hpa": hpa["replica_hours"]},
+                # Less than the HPA, or none where the HPA has none either.
+                "less_than_hpa_after_step": after["underprov_hour_after_step"]
+                < hpa["underprov_hour_after_step"]
+                or after["underprov_hour_after_step"] == hpa["underprov_hour_after_step"] == 0,
+            },
+        })
+    drops = [e["drop"] for e in entries]
+    summary = {
+        "series": len(entries),
+        "series_underprov_within": sum(e["underprov_within"] for e in entries),
+        "series_replica_hours_within": sum(e["replica_hours_within"] for e in entries),
+        "median_replica_hours_ratio": _median([e["replica_hours_ratio"] for e in entries]),
+        "median_underprov_learned": _median(
+            [e["learned_capacity"]["underprov_time"] for e in entries]),
+        "median_underprov_known": _median(
+            [e["known_capacity"]["underprov_time"] for e in entries]),
+        "median_detection_intervals": _median([d["detection_intervals"] for d in drops]),
+        "worst_detection_intervals": None if any(d["detection_intervals"] is None
+                                                 for d in drops)
+        else max((d["detection_intervals"] for d in drops), default=None),
+        "series_detected_in_bound": sum(d["detected_in_bound"] for d in drops),
+        "median_underprov_hour_after_step_foreseer": _median(
+            [d["underprov_hour_after_step"]["foreseer"] for d in drops]),
+        "median_underprov_hour_after_step_hpa": _median(
+            [d["underprov_hour_after_step"]["hpa"] for d in drops]),
+        "series_less_than_hpa_after_step": sum(d["less_than_hpa_after_step"] for d in drops),
+        "false_drifts": sum(e["learned_capacity"]["false_drifts"] + e["drop"]["drifts_before_step"]
+                            for e in entries),
+    }
+    return {"drop": CAPACITY_DROP, "after_step_seconds": AFTER_STEP_SECONDS,
+            "targets": UTILIZATION_TARGETS, "series": entries, "summary": summary}
 
 
 def _run_jobs(jobs: list[Job], workers: int, units: Callable[[Job], int]) -> list[Outcome]:
@@ -311,22 +441,19 @@ def run(args: argparse.Namespace) -> int:
     alone = replace(comparison, only=(FORESEER_AUTO,))
     jobs += [Job(p, alone, q, None) for q in sweep if q != default for p in swept_paths]
     jobs += [Job(p, c, None, None) for c in hpa_sweep for p in paths]
+    learned, dropped = utilization_comparisons(comparison)
+    jobs += [Job(p, c, None, None) for c in (learned, dropped) for p in paths]
     ticks = {p: tick_count(t, comparison.scenario) for p, t in traces.items()}
     # Longest first, so that no long foreseer run starts last and leaves a core idle.
     jobs.sort(key=lambda j: (j.sweeps == HPA, -ticks[j.path]))
     results = _run_jobs(jobs, args.workers, lambda j: ticks[j.path])
 
     main = sorted((r for r in results if r[0].sweeps is None), key=lambda r: r[1])
-    series: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "seconds": round(seconds, 1),
-            "policies": {
-                label: {k: v for k, v in s.items() if k in FIELDS} for label, s in scores.items()
-            },
-        }
-        for _, name, scores, seconds in main
-    ]
+    utilization = build_utilization(
+        series_of(main), {name: scores for job, name, scores, _ in results
+                          if job.comparison == learned},
+        {name: scores for job, name, scores, _ in results if job.comparison == dropped})
+    series = series_of(main)
     # foreseer alone at another quantile, with the other policies of the main run (they
     # do not depend on foreseer's quantile).
     quantiles: dict[str, dict[float, dict[str, Any]]] = {
@@ -366,6 +493,7 @@ def run(args: argparse.Namespace) -> int:
         "targets": TARGETS,
         "tradeoff": tradeoff,
         "frontier": frontier,
+        "utilization": utilization,
         "elapsed_seconds": round(elapsed, 1),
     }
     out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -441,6 +569,62 @@ def _frontier_report(frontier: dict[str, Any]) -> list[str]:
     return lines + (["", *notes] if notes else [])
 
 
+def _utilization_report(utilization: dict[str, Any]) -> list[str]:
+    """Issue 18's section: a capacity learned from a utilisation target, and a release step."""
+    s = utilization["summary"]
+    n = s["series"]
+    lines = [
+        "",
+        "## Sizing from a utilisation target (learned capacity)",
+        "",
+        "(a) foreseer Auto given only a utilisation target (the scenario's target fraction)",
+        "learns the capacity (operator/capacities.py) and is compared with foreseer Auto",
+        "given the true targetPerReplica. (b) From mid-trace a replica serves "
+        f"{utilization['drop']:.0%} less;",
+        "foreseer (learning) and the HPA on the same utilisation target run through the step.",
+        "",
+        "| figure | measured | target |",
+        "|---|---|---|",
+        f"| series with under-prov time within 5 % of (or below) the known capacity's | "
+        f"{s['series_underprov_within']}/{n} | {n}/{n} |",
+        f"| series with replica-hours within 5 % | {s['series_replica_hours_within']}/{n} | "
+        f"{n}/{n} |",
+        f"| median replica-hours ratio (learned / known) | "
+        f"{_fmt(s['median_replica_hours_ratio'], '.3f')} | 0.95-1.05 |",
+        f"| median under-prov time, learned / known | "
+        f"{_fmt(s['median_underprov_learned'], '.2%')} / "
+        f"{_fmt(s['median_underprov_known'], '.2%')} | |",
+        f"| series with the drift detected within "
+        f"{utilization['targets']['detection_intervals_at_most']} intervals | "
+        f"{s['series_detected_in_bound']}/{n} | {n}/{n} |",
+        f"| median / worst intervals to detection | "
+        f"{_fmt(s['median_detection_intervals'], '.0f')} / "
+        f"{_fmt(s['worst_detection_intervals'], '.0f')} | <= 10 |",
+        f"| median under-prov in the hour after the step, foreseer / HPA | "
+        f"{_fmt(s['median_underprov_hour_after_step_foreseer'], '.2%')} / "
+        f"{_fmt(s['median_underprov_hour_after_step_hpa'], '.2%')} | foreseer less |",
+        f"| series where foreseer is less under-provisioned after the step (or both 0) | "
+        f"{s['series_less_than_hpa_after_step']}/{n} | {n}/{n} |",
+        f"| drifts detected with no capacity change (false alarms) | {s['false_drifts']} | 0 |",
+        "",
+        "| series | under-prov known / learned | replica-hours known / learned | detection "
+        "(intervals) | hour after step foreseer / HPA | whole run foreseer / HPA |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in utilization["series"]:
+        d = e["drop"]
+        lines.append(
+            f"| {e['name']} | {e['known_capacity']['underprov_time']:.2%} / "
+            f"{e['learned_capacity']['underprov_time']:.2%} | "
+            f"{e['known_capacity']['replica_hours']:.0f} / "
+            f"{e['learned_capacity']['replica_hours']:.0f} | "
+            f"{_fmt(d['detection_intervals'], 'd')} | "
+            f"{_fmt(d['underprov_hour_after_step']['foreseer'], '.2%')} / "
+            f"{_fmt(d['underprov_hour_after_step']['hpa'], '.2%')} | "
+            f"{d['underprov_time']['foreseer']:.2%} / {d['underprov_time']['hpa']:.2%} |")
+    return lines
+
+
 def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
     """The markdown next to the JSON: summary against targets, per-series tables, plots."""
     summary = document["summary"]
@@ -487,6 +671,7 @@ def report(document: dict[str, Any], jobs: Sequence[Job]) -> str:
                 f"{_fmt(s.get('actions_ratio_vs_hpa'), '.3f')} |"
             )
     lines += _frontier_report(document["frontier"])
+    lines += _utilization_report(document["utilization"])
     order = [FORESEER_AUTO, FORESEER_REACTIVE, *PEERS, ORACLE]
     for entry in document["series"]:
         lines += [

@@ -58,15 +58,21 @@ def learn(metric: str, load: FloatArray, replicas: FloatArray, utilisation: Floa
 
 
 def off_band(capacity: CapacityStatus, load: float, replicas: float, utilisation: float,
-             band: float = CapacitySettings.band) -> bool | None:
+             band: float = CapacitySettings.band,
+             saturation: float = CapacitySettings.saturation) -> bool | None:
     """Whether a live pair lies off the fitted line by more than ``band`` noise units; None
-    when the pair or the fit is unusable (a missing value, no ready replica)."""
+    when the pair or the fit is unusable (a missing value, no ready replica), or when a
+    saturated replica's utilisation says only that the line is at least this high."""
     if capacity.baseline is None or capacity.slope is None or capacity.noise is None:
         return None
     if not all(math.isfinite(v) for v in (load, replicas, utilisation)) or replicas < 1:
         return None
     expected = capacity.baseline + capacity.slope * load / replicas
-    return abs(utilisation - expected) > band * capacity.noise
+    above = utilisation - expected > band * capacity.noise
+    if utilisation >= saturation:
+        # An overloaded replica reads as saturated, below the line: that is no drift.
+        return True if above else None
+    return above or expected - utilisation > band * capacity.noise
 
 
 def watch(capacity: CapacityStatus, load: float, replicas: float,

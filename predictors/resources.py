@@ -63,27 +63,30 @@ class CapacitySettings:
     min_noise: float = 0.01
     """Floor of the noise, in utilisation: a near-perfect fit must not call every
     rounding wobble a drift."""
+    saturation: float = 0.95
+    """Utilisation at or above which a row is not fitted: a saturated replica queues or
+    sheds what it cannot serve, so its utilisation stops growing with its load, and such
+    rows would flatten the line and overstate the capacity."""
 
 
 class LearnedCapacity:
     """Per-replica capacity learned from history: ``utilisation ≈ baseline + slope * load/replica``.
 
-    ``fit(load, ready, utilisation)`` takes aligned arrays (utilisation as a
-    fraction, 1.0 = fully busy); rows with a missing value or no ready replica
-    are skipped. Learned state: ``baseline_`` (utilisation at no load),
-    ``slope_``, ``r2_`` (of the fit on its inliers), ``relative_error_`` (standard
-    error of the capacity over the capacity), ``noise_`` (robust spread of the
-    residuals), ``samples_``, ``confidence_`` in [0, 1], ``trusted_`` (the fit
-    passes the settings' R² and error bounds) and ``fallback_`` (why there is no
-    usable fit, or None).
+    ``fit(load, ready, utilisation)`` takes aligned arrays (utilisation as a fraction, 1.0 =
+    fully busy); rows with a missing value, no ready replica or a saturated utilisation
+    (``settings.saturation``) are skipped. Learned state: ``baseline_`` (utilisation at no
+    load), ``slope_``, ``r2_`` (of the fit on its inliers), ``relative_error_`` (standard
+    error of the capacity over the capacity), ``noise_`` (robust spread of the residuals),
+    ``samples_``, ``confidence_`` in [0, 1], ``trusted_`` (the fit passes the settings' R²
+    and error bounds) and ``fallback_`` (why there is no usable fit, or None).
     """
 
     def __init__(self, settings: CapacitySettings | None = None) -> None:
         self.settings = settings or CapacitySettings()
 
     def fit(self, load: npt.ArrayLike, ready: npt.ArrayLike, utilisation: npt.ArrayLike) -> Self:
-        x, u = _usable_rows(load, ready, utilisation)
         s = self.settings
+        x, u = _usable_rows(load, ready, utilisation, s.saturation)
         self.samples_ = int(x.size)
         self.baseline_ = math.nan
         self.slope_ = math.nan
@@ -144,7 +147,7 @@ class LearnedCapacity:
 
 
 def _usable_rows(
-    load: npt.ArrayLike, ready: npt.ArrayLike, utilisation: npt.ArrayLike
+    load: npt.ArrayLike, ready: npt.ArrayLike, utilisation: npt.ArrayLike, saturation: float
 ) -> tuple[FloatArray, FloatArray]:
     arrays = [np.asarray(a, dtype=np.float64) for a in (load, ready, utilisation)]
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 1:
@@ -159,7 +162,8 @@ def _usable_rows(
         )
     if (np.nan_to_num(load_a) < 0).any() or (np.nan_to_num(util_a) < 0).any():
         raise ValueError("load and utilisation must not be negative")
-    keep = ~np.isnan(load_a) & ~np.isnan(util_a) & (np.nan_to_num(ready_a) >= 1)
+    keep = (~np.isnan(load_a) & ~np.isnan(util_a) & (np.nan_to_num(ready_a) >= 1)
+            & (np.nan_to_num(util_a) < saturation))
     return load_a[keep] / ready_a[keep], util_a[keep]
 
 

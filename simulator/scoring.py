@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.ndimage import maximum_filter1d, median_filter
 
 from foreseer.predictors.series import FloatArray
@@ -103,6 +104,12 @@ def recovery_seconds(
     return float(np.mean(waits))
 
 
+def under_provisioned(load: FloatArray, ready: FloatArray,
+                      capacity: float) -> npt.NDArray[np.bool_]:
+    """Where the load is above the ready capacity (by more than rounding)."""
+    return np.asarray(load - ready * capacity > 1e-9 * capacity)
+
+
 def score(
     load: FloatArray, ready: FloatArray, paid: FloatArray, actions: int, capacity: float,
     grid_step: float, oracle_hours: float, events: list[tuple[int, float]],
@@ -113,7 +120,7 @@ def score(
     total = float(load.sum())
     hours = float(paid.sum()) * grid_step / 3600.0
     return Score(
-        underprov_time=float(np.mean(short > 1e-9 * capacity)),
+        underprov_time=float(np.mean(under_provisioned(load, ready, capacity))),
         unserved_load=float(short.sum() / total) if total > 0 else 0.0,
         replica_hours=hours,
         replica_hours_vs_oracle=hours / oracle_hours if oracle_hours > 0 else math.nan,

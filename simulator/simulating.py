@@ -12,7 +12,13 @@ import numpy as np
 from foreseer.predictors.series import FloatArray, Series
 from foreseer.simulator.replicas import ReplicaPool
 from foreseer.simulator.scenarios import Workload
-from foreseer.simulator.scoring import Score, oracle_replicas, score, step_changes
+from foreseer.simulator.scoring import (
+    Score,
+    oracle_replicas,
+    score,
+    step_changes,
+    under_provisioned,
+)
 
 ORACLE = "oracle"
 
@@ -76,6 +82,18 @@ class Run:
     """Ready replicas per policy on the grid (including the oracle)."""
     scores: dict[str, Score]
     bands: dict[str, Band]
+    drifts: dict[str, list[float]] = field(default_factory=dict)
+    """When each policy that learns a capacity saw it drift (Unix seconds)."""
+
+    def underprov_time(self, label: str, start: float, end: float) -> float | None:
+        """Fraction of [start, end) in which ``label`` had less ready capacity than the load
+        (None when the span holds no grid point)."""
+        inside = (self.grid >= start) & (self.grid < end)
+        if not inside.any():
+            return None
+        short = under_provisioned(self.load[inside], self.ready[label][inside],
+                                  self.workload.capacity)
+        return float(np.mean(short))
 
 
 def simulate(
@@ -107,7 +125,11 @@ def simulate(
             pool.scale(float(now), policy.decide(tick))
         if progress is not None and ((k + 1) % report_every == 0 or k + 1 == len(ticks)):
             progress(report_every if (k + 1) % report_every == 0 else (k + 1) % report_every)
-    return evaluate(workload, pools, bounds, {p.label: p.band for p in policies if p.band})
+    run = evaluate(workload, pools, bounds, {p.label: p.band for p in policies if p.band})
+    # Only the policies that learn a capacity have a learner; the protocol does not ask for one.
+    run.drifts = {p.label: list(learner.drifts_) for p in policies
+                  if (learner := getattr(p, "learner", None)) is not None}
+    return run
 
 
 def evaluate(

@@ -169,3 +169,33 @@ def test_a_pair_that_cannot_be_judged_keeps_the_streak() -> None:
     assert kept.drift_streak == 2 and not drifted
     kept, drifted = watch(capacity, 100.0, 0.0, 0.5)
     assert kept.drift_streak == 2 and not drifted
+
+
+def test_saturated_rows_do_not_overstate_the_capacity() -> None:
+    load, ready, util = synthetic(100.0, seed=3, glitches=0.0)
+    # A third of the time the replicas are overloaded: utilisation pins at 1, whatever the load.
+    overloaded = np.arange(load.size) % 3 == 0
+    load[overloaded] *= 3.0
+    util[overloaded] = np.minimum(1.0, util[overloaded] * 3.0)
+    learned = learn("rps", load, ready, util, target=0.7, now=T0)
+    assert learned.trusted, learned.reason
+    assert learned.per_replica is not None
+    assert abs(learned.per_replica / expected_at(0.7, 100.0) - 1) < 0.05
+
+
+def test_an_overloaded_replica_pinned_at_full_utilisation_is_no_drift() -> None:
+    capacity = trusted(50.0)
+    for _ in range(10):
+        # Twice the load a replica can serve: utilisation reads 1.0, far below the line.
+        capacity, drifted = watch(capacity, 10.0 * 150.0, 10.0, 1.0)
+        assert not drifted
+    assert capacity.drift_streak == 0
+
+
+def test_a_saturated_replica_at_a_load_it_used_to_serve_easily_is_a_drift() -> None:
+    capacity = trusted(50.0)
+    drifted = False
+    for _ in range(DRIFT_INTERVALS):
+        # A tenth of the capacity per replica, yet fully busy: the capacity has changed.
+        capacity, drifted = watch(capacity, 10.0 * 5.0, 10.0, 1.0)
+    assert drifted
