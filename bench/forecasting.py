@@ -1,4 +1,4 @@
-"""The forecast benchmark: every model, the AutoForecaster and three anchors on trace CSVs.
+"""The forecast benchmark: every model, the operator's fit and three anchors on trace CSVs.
 
 For each ``timestamp,value`` CSV (series finer than 5 minutes summed to 5
 minutes), forecasts are made from rolling origins over the last 20% of the
@@ -6,14 +6,16 @@ series, each from the history before it only, and scored at horizons of one
 step, 15 and 60 minutes at quantile 0.9. MASE and pinball loss are scaled by
 the in-sample seasonal-naive MAE of the first 80% (daily season, or lag 1).
 
-Every model is refitted every ``--refit-every`` origins and moved forward
-with ``update`` in between, as the operator retrains on an interval and
-re-conditions on each tick; the AutoForecaster re-runs its selection at each
-refit. The anchors' q0.9 is their point forecast plus the empirical q0.9 of
+``auto`` is the operator's own fit (`recipe_forecaster`) for a policy at the CRD's
+forecast defaults (every model, quantile 0.9, 7 days of history), at the series' step,
+backtested and calibrated at the horizon it is scored at. Every model is refitted every
+``--refit-every`` origins and moved forward with ``update`` in between, as the operator
+retrains on an interval and re-conditions on each tick; ``auto`` re-runs its selection
+at each refit. The anchors' q0.9 is their point forecast plus the empirical q0.9 of
 their own residuals at that horizon from origins whose outcome was already
 known (warm-up origins before the test region seed it).
 
-The fit time is the wall time of one AutoForecaster fit on each whole series;
+The fit time is the wall time of one ``auto`` fit (60-minute recipe) on each series;
 the predict time is the CPU time of the calling thread per ``predict`` (the
 longest horizon, quantiles 0.5 and 0.9), so that other processes sharing the
 machine do not count as ours.
@@ -38,12 +40,13 @@ import numpy as np
 from tqdm import tqdm
 
 from foreseer.bench.anchors import ANCHORS, daily_period
+from foreseer.operator.forecasting import Recipe, backtest_steps, recipe_for, recipe_forecaster
+from foreseer.operator.specs import ForecastSpec
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.histories import checked_values
 from foreseer.predictors.models import MODELS
 from foreseer.predictors.scores import coverage, mae, naive_mae, pinball_loss, smape
-from foreseer.predictors.selecting import AutoForecaster
 from foreseer.predictors.series import FloatArray, Series
 
 HERE = Path(__file__).resolve().parent
@@ -195,12 +198,22 @@ def evaluate(
     scale = _scale(series.values[: plan.split], series.step)
     scored: dict[str, dict[str, dict[str, float]]] = {}
     longest = max(plan.horizons.values())
-    auto = functools.partial(AutoForecaster, models, Q, longest)
-    candidates: dict[str, Factory] = {**models, AUTO: auto}
-    for model_name, factory in candidates.items():
+    for model_name, factory in models.items():
         result = backtest(factory, series, plan.settings, (Q,))
         scored[model_name] = _scores(result, result.quantile(Q), plan, scale)
         advance(1)
+    # The operator calibrates for the one horizon it serves: each horizon's row of AUTO
+    # comes from the recipe of a policy forecasting that far ahead.
+    recipes = {label: default_recipe(series.step, h * series.step, models)
+               for label, h in plan.horizons.items()}
+    by_horizon = {}
+    for label, recipe in recipes.items():
+        result = backtest(functools.partial(recipe_forecaster, recipe), series, plan.settings,
+                          (Q,))
+        by_horizon[label] = _scores(result, result.quantile(Q), plan, scale)
+    scored[AUTO] = {metric: {label: by_horizon[label][metric][label] for label in recipes}
+                    for metric in by_horizon[next(iter(recipes))]}
+    advance(1)
     warm = dataclasses.replace(plan.settings, origins=plan.settings.origins + WARMUP_ORIGINS)
     for model_name, anchor in ANCHORS.items():
         result = backtest(anchor, series, warm, ())
@@ -208,6 +221,7 @@ def evaluate(
         upper = _anchor_upper(result)[test]
         scored[model_name] = _scores(result.subset(test), upper, plan, scale)
         advance(1)
+    auto = functools.partial(recipe_forecaster, recipes[max(recipes, key=plan.horizons.get)])
     fitted, fit_seconds = _timed_fit(auto, series)
     entry = {
         "name": name,
@@ -216,6 +230,16 @@ def evaluate(
         "selected": getattr(fitted, "selected_", None),
     }
     return entry, fit_seconds, _predict_ms(fitted, longest)
+
+
+def default_recipe(step: float, horizon: float, models: dict[str, Factory]) -> Recipe:
+    """The operator's fit for a policy at the CRD's forecast defaults forecasting
+    ``horizon`` seconds ahead, at the series' ``step`` (the traces come at 5 minutes; the
+    default step is 1 minute), choosing among ``models``."""
+    recipe = recipe_for(ForecastSpec(), horizon)
+    names = None if set(models) == set(MODELS) else tuple(models)
+    return dataclasses.replace(recipe, models=names, step=step,
+                               horizon=backtest_steps(horizon, step))
 
 
 def _scale(train: FloatArray, step: float) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 
 from foreseer.operator.deciding import ForecastInput
 from foreseer.operator.durations import parse_duration
-from foreseer.operator.specs import ScalingPolicySpec
+from foreseer.operator.specs import ForecastSpec, ScalingPolicySpec
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
 
@@ -88,17 +88,17 @@ def history_grid(now: float, step: float, window: float) -> tuple[float, int]:
     return last - (points - 1) * step, points
 
 
-def recipe_for(spec: ScalingPolicySpec, horizon: float) -> Recipe:
-    """The fit a policy forecasting ``horizon`` seconds ahead needs."""
-    step = parse_duration(spec.forecast.step)
-    return Recipe(models=spec.forecast.candidates, quantile=spec.forecast.quantile, step=step,
-                  history=parse_duration(spec.forecast.history),
+def recipe_for(forecast: ForecastSpec, horizon: float) -> Recipe:
+    """The fit a policy's ``forecast`` section needs to forecast ``horizon`` seconds ahead."""
+    step = parse_duration(forecast.step)
+    return Recipe(models=forecast.candidates, quantile=forecast.quantile, step=step,
+                  history=parse_duration(forecast.history),
                   horizon=backtest_steps(horizon, step))
 
 
-def fit_recipe(series: Series, recipe: Recipe) -> Forecaster:
-    """An AutoForecaster fitted on the recipe's history of ``series``, backtested and
-    calibrated at the recipe's horizon."""
+def recipe_forecaster(recipe: Recipe) -> Forecaster:
+    """The unfitted AutoForecaster of ``recipe``: it fits on the recipe's history, and
+    backtests and calibrates at the recipe's horizon."""
     # Imported here: a process that only forecasts from fitted models need not load
     # scikit-learn and every model family.
     from foreseer.predictors.selecting import AutoForecaster, SelectionSettings
@@ -111,9 +111,13 @@ def fit_recipe(series: Series, recipe: Recipe) -> Forecaster:
         defaults, window=recipe.history,
         calibration=dataclasses.replace(defaults.calibration, levels=(recipe.quantile,)),
     )
-    model = AutoForecaster(quantile=recipe.quantile, models=recipe.models,
-                           horizon=recipe.horizon, settings=settings)
-    return model.fit(series)
+    return AutoForecaster(quantile=recipe.quantile, models=recipe.models,
+                          horizon=recipe.horizon, settings=settings)
+
+
+def fit_recipe(series: Series, recipe: Recipe) -> Forecaster:
+    """`recipe_forecaster` fitted on ``series``."""
+    return recipe_forecaster(recipe).fit(series)
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ class Plan:
     def of(cls, spec: ScalingPolicySpec, lead: float) -> Plan:
         """The plan of ``spec`` when a new replica takes ``lead`` seconds to become ready."""
         horizon = horizon_seconds(spec.forecast.horizon, parse_duration(spec.interval), lead)
-        return cls(recipe=recipe_for(spec, horizon), horizon=horizon,
+        return cls(recipe=recipe_for(spec.forecast, horizon), horizon=horizon,
                    retrain=parse_duration(spec.forecast.retrain_interval),
                    max_error_ratio=spec.guards.forecast_trust.max_error_ratio)
 

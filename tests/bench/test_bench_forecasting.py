@@ -7,7 +7,10 @@ import pytest
 
 from foreseer.bench.__main__ import main
 from foreseer.bench.anchors import HoltWintersAnchor, SeasonalNaiveAnchor, daily_period
-from foreseer.bench.forecasting import HORIZONS, horizon_steps, load_trace
+from foreseer.bench.forecasting import HORIZONS, default_recipe, horizon_steps, load_trace
+from foreseer.operator.forecasting import recipe_for
+from foreseer.operator.specs import ForecastSpec
+from foreseer.predictors.models import MODELS
 from foreseer.predictors.series import Series
 
 SUMMARY_KEYS = {
@@ -49,6 +52,16 @@ def test_a_csv_without_the_timestamp_value_header_is_refused_clearly(tmp_path):
 def test_horizons_are_one_step_fifteen_and_sixty_minutes_in_steps_at_least_one():
     assert horizon_steps(300.0) == {"1step": 1, "15min": 3, "60min": 12}
     assert horizon_steps(1800.0) == {"1step": 1, "15min": 1, "60min": 2}
+
+
+def test_auto_is_the_operators_recipe_at_the_crd_defaults_at_the_series_step():
+    shipped = recipe_for(ForecastSpec(), 900.0)
+    recipe = default_recipe(300.0, 900.0, dict(MODELS))
+    assert (recipe.models, recipe.quantile, recipe.history) == (
+        shipped.models, shipped.quantile, shipped.history)
+    assert (recipe.step, recipe.horizon) == (300.0, 3)
+    some = {name: MODELS[name] for name in sorted(MODELS)[:2]}
+    assert default_recipe(300.0, 900.0, some).models == tuple(some)
 
 
 def test_the_seasonal_naive_anchor_repeats_yesterday():
