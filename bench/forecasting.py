@@ -221,7 +221,8 @@ def evaluate(
         upper = _anchor_upper(result)[test]
         scored[model_name] = _scores(result.subset(test), upper, plan, scale)
         advance(1)
-    auto = functools.partial(recipe_forecaster, recipes[max(recipes, key=plan.horizons.get)])
+    farthest = max(recipes, key=lambda label: plan.horizons[label])
+    auto = functools.partial(recipe_forecaster, recipes[farthest])
     fitted, fit_seconds = _timed_fit(auto, series)
     entry = {
         "name": name,
