@@ -1,5 +1,5 @@
-"""The Kubernetes adapter (imperative shell): /scale, the policy's status, Events, pods, and
-the token and access reviews that guard /metrics.
+"""The Kubernetes adapter (imperative shell): /scale, the policy's status, Events, pods, the
+token and access reviews that guard /metrics, and the Leases that hold shards.
 
 It speaks plain REST through the `kubernetes` client's ApiClient, which brings every way of
 authenticating (in-cluster service account with token rotation, kubeconfig, exec plugins),
@@ -271,6 +271,38 @@ class Cluster:
                             str((hpa.get("metadata") or {}).get("name", ""))))
         return targets
 
+    # ---- coordination.k8s.io Leases, for sharding ---------------------------------------------
+
+    async def list_leases(self, namespace: str, selector: str) -> list[Body]:
+        """The Leases of ``namespace`` that match the label ``selector``, as stored now (not
+        from the watch cache: who holds a shard must be read fresh)."""
+        result = await self._call(self._request, "GET", _leases(namespace), None, None, None,
+                                  {"labelSelector": selector})
+        return list(result.get("items", []))
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> Body:
+        """Create a Lease; Conflict when one of that name exists (another replica was first)."""
+        result: Body = await self._call(self._request, "POST", _leases(namespace), dict(body),
+                                        "application/json", None)
+        return result
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> Body:
+        """Replace a Lease with ``body``, which carries the resourceVersion it was read at;
+        Conflict when it changed since (another replica wrote it first)."""
+        path = f"{_leases(namespace)}/{body['metadata']['name']}"
+        result: Body = await self._call(self._request, "PUT", path, dict(body),
+                                        "application/json", None)
+        return result
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        """Delete a Lease; one already gone is no error."""
+        try:
+            await self._call(self._request, "DELETE", f"{_leases(namespace)}/{name}", None,
+                             None, None)
+        except ClusterError as exc:
+            if exc.status != 404:
+                raise
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         api: Any = self._api  # the client's methods are untyped
@@ -369,6 +401,10 @@ class Cluster:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+
+def _leases(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 
 def _scale(body: Mapping[str, Any]) -> Scale:

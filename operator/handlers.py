@@ -41,6 +41,7 @@ from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import LiveError, Plan, Step, forecast_step, grid_points
 from foreseer.operator.guards import advance_breaker
 from foreseer.operator.leadtimes import LeadTime
+from foreseer.operator.leases import Sharder
 from foreseer.operator.scoping import OutOfScope, QueryScope, Unparsable, scoped
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
@@ -145,17 +146,22 @@ class Runtime:
         default_factory=dict)
     """Per namespace: when its HPAs were listed, and their targets (by `target_key`) with
     the HPA's name."""
+    sharder: Sharder | None = None
+    """This replica's shard Leases, when the policies are sharded across replicas."""
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         telemetry = Telemetry()
+        cluster = Cluster()
         return cls(
             settings=settings,
             prometheus=Prometheus(settings.prometheus,
                                   on_invalid=telemetry.count_invalid_samples),
-            cluster=Cluster(),
+            cluster=cluster,
             fitter=Fitter(settings.fitting, on_fitted=telemetry.fit_seconds.observe),
             telemetry=telemetry,
+            sharder=(Sharder(cluster, settings.sharding, time.time)
+                     if settings.sharding.shards else None),
         )
 
     def post_event(self, body: Mapping[str, Any], *, reason: str, message: str,
@@ -168,6 +174,11 @@ class Runtime:
                 on_posted=lambda w: telemetry.events.labels("Warning" if w else "Normal").inc(),
                 on_dropped=telemetry.events_dropped.inc)
         self.events.post(body, reason=reason, message=message, warning=warning)
+
+    def owns(self, namespace: str, name: str) -> bool:
+        """Whether this replica acts on the policy: always without sharding, else while it
+        holds the Lease of the policy's shard."""
+        return self.sharder is None or self.sharder.owns(namespace, name)
 
     def memory(self, namespace: str, name: str) -> PolicyMemory:
         return self.memories.setdefault((namespace, name), PolicyMemory())
@@ -227,7 +238,7 @@ def build_registry() -> kopf.OperatorRegistry:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # With peering on, a missing peering object must stop us, not silently fall back to
         # standalone: two replicas acting at once would fight over /scale.
-        settings.peering.mandatory = not memo.runtime.settings.peering.standalone
+        settings.peering.mandatory = memo.runtime.settings.peered
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.persistence.finalizer = f"{GROUP}/cleanup"
         memo.runtime.fitter.warm_up()
@@ -248,7 +259,8 @@ def build_registry() -> kopf.OperatorRegistry:
         **_: Any,
     ) -> None:
         runtime: Runtime = memo.runtime
-        await check_spec(runtime, body, dict(spec), meta.get("generation"), dict(status))
+        if runtime.owns(meta["namespace"], meta["name"]):
+            await check_spec(runtime, body, dict(spec), meta.get("generation"), dict(status))
 
     @kopf.on.delete(*resource, registry=registry)
     async def cleanup(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
@@ -434,13 +446,23 @@ async def tick(runtime: Runtime, body: kopf.Body) -> float:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
+    if not runtime.owns(namespace, name):
+        # Another replica's shard: nothing is read, held or written for it here.
+        if (namespace, name) in runtime.memories:
+            runtime.forget(namespace, name)
+        return runtime.settings.sharding.renew_seconds
     memory = runtime.memory(namespace, name)
     raw = dict(body.get("spec", {}))
-    if memory.spec is None or memory.spec[0] != raw:
+    edited = memory.spec is None or memory.spec[0] != raw
+    if memory.spec is None or edited:
         memory.spec = (copy.deepcopy(raw), parse_spec(raw))
     parsed = memory.spec[1]
     if not isinstance(parsed, ScalingPolicySpec):
         memory.claim = None
+        if edited and runtime.sharder is not None:
+            # The replica that validated it at creation may not be this one (a shard moved
+            # here); the write is a no-op when the condition already says so.
+            await check_spec(runtime, body, raw, generation, dict(body.get("status") or {}))
         return INVALID_RECHECK_SECONDS  # check_spec reported it; wait for an edit
     spec = parsed
     # An Observe policy never scales, so it may watch a target that something else scales
@@ -588,6 +610,11 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
                                  clock=time.thread_time):
         decision = decide(spec, observation, forecasts, state, now, seed=meta.get("uid", ""))
 
+    if not runtime.owns(namespace, name):
+        # The shard's Lease lapsed during the cycle (it took longer than the hold's safety
+        # margin): the replica that holds it now decides; nothing is written from here.
+        logger.info("gave up the shard of %s/%s during its cycle; not acting", namespace, name)
+        return
     if spec.mode is not Mode.OBSERVE and decision.replicas != scale.replicas:
         # The status write is the fence: it lands only on the version our state was read
         # from, so of two replicas deciding on one version (a peering hand-over) only one

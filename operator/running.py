@@ -134,13 +134,16 @@ async def operate(
     runtime.metrics_port = telemetry.bound_port(server)
     logger.info("serving /metrics and /healthz on port %d (/metrics auth: %s)",
                 runtime.metrics_port, config.server.metrics_auth)
+    leases_stopped = asyncio.Event()
+    holding = (asyncio.create_task(runtime.sharder.run(leases_stopped), name="shard leases")
+               if runtime.sharder is not None else None)
     try:
         await kopf.operator(
             registry=registry,
             settings=kopf_settings(config.scope),
             clusterwide=config.scope.clusterwide,
             namespaces=list(config.scope.namespaces),
-            standalone=config.peering.standalone,
+            standalone=not config.peered,
             priority=config.peering.priority,
             peering_name=config.peering.name,
             memo=kopf.Memo(runtime=runtime),
@@ -149,5 +152,9 @@ async def operate(
         )
     finally:
         runtime.health.ready = False
+        if holding is not None and runtime.sharder is not None:
+            leases_stopped.set()
+            await holding
+            await runtime.sharder.release_all()
         await server.cleanup()
         await runtime.close()

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -152,6 +153,35 @@ class PeeringSettings:
 
 
 @dataclass(frozen=True)
+class ShardingSettings:
+    shards: int = 0
+    """Shards the policies are split into, each held on a coordination.k8s.io Lease by one
+    replica; 0 turns sharding off (one replica, or Kopf peering). With sharding on, Kopf
+    peering is off: the Leases decide who acts."""
+    identity: str = field(default_factory=socket.gethostname)
+    """This replica's name on the Leases; unique per replica (a pod's host name is its name)."""
+    namespace: str = "default"
+    """Where the Leases live (the chart sets the operator's own namespace)."""
+    name: str = "foreseer"
+    """Prefix of the Lease names and their ``foreseer.dev/sharding`` label: replicas with
+    the same name share the shards."""
+    lease_seconds: float = 15.0
+    """How long a Lease holds without renewal: a lost replica's shards are taken over
+    within this plus one renewal period."""
+    renew_seconds: float = 5.0
+    """How often each replica renews its Leases and rebalances."""
+
+    def __post_init__(self) -> None:
+        if self.shards < 0:
+            raise ValueError(f"shards must be 0 (off) or more, got {self.shards}")
+        if not 0 < self.renew_seconds * 2 <= self.lease_seconds:
+            raise ValueError(
+                f"the renewal period ({self.renew_seconds:g} s) must be positive and at most "
+                f"half the lease duration ({self.lease_seconds:g} s), or a slow renewal "
+                "would lose the shards")
+
+
+@dataclass(frozen=True)
 class FittingSettings:
     workers: int = 1
     """Processes that fit models, off the event loop. One leaves the other core to the loop."""
@@ -187,6 +217,14 @@ class Settings:
     """High availability: kopf peering between operator replicas."""
     fitting: FittingSettings = field(default_factory=FittingSettings)
     """The model-fitting process pool and the LRU of fitted models."""
+    sharding: ShardingSettings = field(default_factory=ShardingSettings)
+    """Scale-out: policies split across replicas by hash, held on Leases."""
+
+    @property
+    def peered(self) -> bool:
+        """Whether Kopf peering picks the one acting replica: not standalone, and not
+        sharded (then the shard Leases decide, and every replica acts on its own share)."""
+        return not self.peering.standalone and not self.sharding.shards
 
 
 def _truthy(text: str) -> bool:
@@ -235,6 +273,13 @@ OPTIONS: tuple[_Option, ...] = (
     ("fitting", "max_models", "max-models", int, "fitted models kept in memory"),
     ("fitting", "policy_memory_mib", "policy-memory-budget-mib", float,
      "MiB one policy's histories and models may hold"),
+    ("sharding", "shards", "shards", int,
+     "shards the policies are split into across replicas, held on Leases; 0: off"),
+    ("sharding", "identity", "shard-identity", str, "this replica's name on the Leases"),
+    ("sharding", "namespace", "lease-namespace", str, "namespace of the shard Leases"),
+    ("sharding", "name", "lease-name", str, "prefix of the shard Lease names"),
+    ("sharding", "lease_seconds", "lease-seconds", float, "seconds a Lease holds unrenewed"),
+    ("sharding", "renew_seconds", "lease-renew-seconds", float, "seconds between renewals"),
 )
 
 _BOOLEAN_FLAGS = {"prometheus-insecure", "log-json", "standalone"}

@@ -4,6 +4,10 @@ They replace only what is outside the operator; everything of its own runs for r
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from foreseer.operator.deciding import MetricOutage
@@ -46,3 +50,56 @@ class FakeSource:
 
     async def close(self) -> None:
         pass
+
+
+class FakeLeases:
+    """The API server's Leases: stored bodies with resourceVersions, and a 409 Conflict for a
+    create of an existing name or a write carrying a stale resourceVersion, as a real one.
+    ``down`` makes every call fail as an unreachable server does."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.down = False
+
+    def _check(self) -> None:
+        from foreseer.operator.clusters import ClusterError
+
+        if self.down:
+            raise ClusterError("the API server did not answer")
+
+    def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"] = {**stored["metadata"], "resourceVersion": str(self.version)}
+        self.bodies[stored["metadata"]["name"]] = stored
+        return copy.deepcopy(stored)
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self._check()
+        key, value = selector.split("=")
+        return [copy.deepcopy(b) for b in self.bodies.values()
+                if b["metadata"].get("labels", {}).get(key) == value]
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        from foreseer.operator.clusters import Conflict
+
+        self._check()
+        if body["metadata"]["name"] in self.bodies:
+            raise Conflict("already exists", 409)
+        return self._stored(body)
+
+    async def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        from foreseer.operator.clusters import ClusterError, Conflict
+
+        self._check()
+        current = self.bodies.get(body["metadata"]["name"])
+        if current is None:
+            raise ClusterError("not found", 404)
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict("the object has been modified", 409)
+        return self._stored(body)
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        self._check()
+        self.bodies.pop(name, None)
