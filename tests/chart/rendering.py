@@ -119,4 +119,5 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "standalone": {"peering": {"enabled": False}},
     "metrics-auth": METRICS_AUTH,
     "metrics-auth-namespaced": {**NAMESPACED, **METRICS_AUTH},
+    "sharded": {"replicaCount": 3, "sharding": {"enabled": True}},
 }

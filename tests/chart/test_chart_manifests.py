@@ -154,6 +154,27 @@ def test_without_peering_the_operator_runs_standalone() -> None:
     assert parse_container_args(container).peering.standalone
 
 
+def test_a_sharded_operator_splits_the_policies_over_its_replicas_on_leases() -> None:
+    manifests = render(VALUE_SETS["sharded"])
+    container = manifests.container()
+    loaded = parse_container_args(container)
+    assert container["command"] == ["foreseer"]  # no peering priority
+    assert loaded.sharding.shards == 3  # one per replica by default
+    assert loaded.sharding.name == f"{RELEASE}-foreseer"
+    assert not loaded.peered
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in container["env"]}
+    assert env["FORESEER_SHARD_IDENTITY"] == "metadata.name"
+    assert env["FORESEER_LEASE_NAMESPACE"] == "metadata.namespace"
+    assert not {"ClusterKopfPeering", "KopfPeering"} & manifests.kinds()
+    assert manifests.one("Deployment")["spec"]["replicas"] == 3
+
+
+def test_more_than_one_replica_without_peering_or_sharding_is_refused() -> None:
+    with pytest.raises(Exception, match=r"needs peering\.enabled or sharding\.enabled"):
+        render({"replicaCount": 2, "peering": {"enabled": False}})
+
+
 def test_insecure_tls_is_passed_only_when_asked_for() -> None:
     container = render({"prometheus": {"insecureSkipVerify": True}}).container()
     assert parse_container_args(container).prometheus.verify() is False

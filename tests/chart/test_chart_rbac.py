@@ -23,6 +23,10 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
 }
+# With sharding, and only then: the shard Leases, in the release namespace only.
+LEASES: dict[tuple[str, str], set[str]] = {
+    ("coordination.k8s.io", "leases"): {"list", "create", "update", "delete"},
+}
 # With metrics.auth=kubernetes, and only then: the reviews of who asks for /metrics.
 REVIEWS: dict[tuple[str, str], set[str]] = {
     ("authentication.k8s.io", "tokenreviews"): {"create"},
@@ -37,7 +41,9 @@ def metrics_auth(values: dict[str, Any]) -> bool:
 
 
 def allowance(values: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
-    return {**ALLOWED, **REVIEWS} if metrics_auth(values) else ALLOWED
+    sharded = values.get("sharding", {}).get("enabled", False)
+    return {**ALLOWED, **(REVIEWS if metrics_auth(values) else {}),
+            **(LEASES if sharded else {})}
 
 
 def grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
@@ -221,3 +227,18 @@ def test_kopfs_scanning_is_off_only_for_exact_names(namespaces: tuple[str, ...],
     assert running.kopf_settings(scope).scanning.disabled is exact
     # The same test as Kopf's: a glob keeps the scanning its matching needs.
     assert (select_specific_namespaces(namespaces) == set(namespaces)) is exact
+
+
+def test_a_sharded_operator_may_write_leases_in_its_own_namespace_only_and_no_peering() -> None:
+    manifests = render(VALUE_SETS["sharded"])
+    lease_roles = [r for r in manifests.of_kind("Role") if ("coordination.k8s.io", "leases")
+                   in grants(r["rules"])]
+    assert [r["metadata"]["namespace"] for r in lease_roles] == [NAMESPACE]
+    assert grants(lease_roles[0]["rules"]) == LEASES
+    assert all(("coordination.k8s.io", "leases") not in grants(r["rules"])
+               for r in manifests.of_kind("ClusterRole"))
+    assert all(key[0] != "kopf.dev" for key in grants(all_rules(VALUE_SETS["sharded"])))
+    (binding,) = [b for b in manifests.of_kind("RoleBinding")
+                  if b["roleRef"]["name"] == lease_roles[0]["metadata"]["name"]]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-foreseer",
+                                    "namespace": NAMESPACE}]
