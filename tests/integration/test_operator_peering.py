@@ -27,16 +27,16 @@ PEERINGS = kmock.resource("kopf.dev", "v1", "clusterkopfpeerings")
 
 
 class Replica:
-    """One operator replica: `foreseer run` in its own process, with peering on."""
+    """One operator replica: `foreseer run` in its own process, with ``args`` (peering or
+    sharding flags)."""
 
-    def __init__(self, prometheus_url: str, priority: int, kubeconfig: Path,
+    def __init__(self, prometheus_url: str, args: list[str], kubeconfig: Path,
                  log: Path) -> None:
         self.port = free_port()
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "foreseer.operator", f"--prometheus-url={prometheus_url}",
-             "--peering-name=foreseer", f"--priority={priority}", "--metrics-host=127.0.0.1",
-             f"--metrics-port={self.port}"],
+             *args, "--metrics-host=127.0.0.1", f"--metrics-port={self.port}"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONSAFEPATH": "1"},
             stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -74,7 +74,8 @@ async def replicas_factory(
     started: list[Replica] = []
 
     def start(priority: int) -> Replica:
-        replica = Replica(stack.prometheus.url, priority, kubeconfig,
+        replica = Replica(stack.prometheus.url,
+                          ["--peering-name=foreseer", f"--priority={priority}"], kubeconfig,
                           tmp_path / f"operator-{priority}.log")
         started.append(replica)
         return replica
