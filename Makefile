@@ -11,12 +11,12 @@ TOOLS := .tools
 export PYTHONSAFEPATH := 1
 
 .PHONY: help layout venv test lint typecheck contracts pytest bench bench-forecast bench-fit \
-        bench-loop bench-operator crds demo e2e e2e-kind prometheus helm clean
+        bench-loop bench-operator bench-scale crds demo e2e e2e-kind prometheus helm clean
 
 help:
 	@echo "make demo    - run the operator on a replayed real trace (embedded emulator + Prometheus)"
 	@echo "make test    - lint, type-check, import contracts and the whole test suite"
-	@echo "make bench   - every benchmark (forecast, loop, operator)"
+	@echo "make bench   - every benchmark (forecast, fit, loop, operator, scale)"
 	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
 
 $(STAMP): pyproject.toml setup.py
@@ -64,7 +64,7 @@ test: lint typecheck contracts pytest
 crds: $(STAMP)
 	$(PY) -m foreseer.operator.crds --write
 
-bench: bench-forecast bench-fit bench-loop bench-operator
+bench: bench-forecast bench-fit bench-loop bench-operator bench-scale
 
 bench-forecast: $(STAMP)
 	$(PY) -m foreseer.bench forecast --out bench/results/forecast.json
@@ -74,6 +74,9 @@ bench-fit: $(STAMP)
 
 bench-loop: $(STAMP)
 	$(PY) -m foreseer.bench loop --out bench/results/loop.json
+
+bench-scale: $(STAMP) prometheus
+	$(PY) -m foreseer.bench scale --out bench/results/scale.json
 
 bench-operator: $(STAMP) prometheus
 	$(PY) -m foreseer.bench operator --out bench/results/operator.json

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "operator": ("foreseer.bench.operating", "operator CPU, latency and memory at N policies"),
     "fit": ("foreseer.bench.fitting", "the operator's fit at the policy defaults: time, accuracy"),
     "loop": ("foreseer.bench.looping", "closed-loop scaling vs HPA, -style baselines, oracle"),
+    "scale": ("foreseer.bench.scaling", "policies sharded on Leases across operator replicas"),
 }
 
 

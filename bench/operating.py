@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -231,30 +232,42 @@ def daily(index: int) -> Any:
     return lambda t: base + 0.6 * base * math.cos(2 * math.pi * (t - phase) / 86400.0)
 
 
+@contextlib.asynccontextmanager
+async def lab(count: int, load: Any, workdir: Path) -> AsyncIterator[tuple[Any, PrometheusServer,
+                                                                          Path]]:
+    """The emulator with ``count`` Deployments, a live exporter of their ``load`` and a real
+    Prometheus holding a backfilled day of it: (emulator, prometheus, kubeconfig)."""
+    async with serving() as emulator, Exporter() as exporter:
+        emulator.install_crd(scalingpolicy_crd())
+        now = time.time()
+        texts = []
+        for i in range(count):
+            name, namespace = f"app-{i}", f"ns-{i % 10}"
+            await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, 2))
+            workload = Workload(name, namespace, load(i), lambda: 2)
+            exporter.workloads.append(workload)
+            # The labels the live scrape adds too, so that past and present are one series.
+            labels = {"app": name, "namespace": namespace, "job": "exporter",
+                      "instance": exporter.target}
+            texts.append(openmetrics("workload_load", labels, workload.history(
+                now - HISTORY_SECONDS, now, HISTORY_STEP)))
+        prometheus = PrometheusServer(workdir / "prometheus", [exporter.target], "15s")
+        await asyncio.to_thread(prometheus.backfill, *texts)
+        await asyncio.to_thread(prometheus.start)
+        try:
+            yield emulator, prometheus, emulator.write_kubeconfig(workdir / "kubeconfig")
+        finally:
+            prometheus.close()
+            emulator.close_watches()
+
+
 async def measure(
     count: int, interval: float, intervals: int, fit_workers: int, fit_deadline: float,
     load: Any = daily,
 ) -> Run:
     with tempfile.TemporaryDirectory(prefix="foreseer-bench-") as tmp:
         workdir = Path(tmp)
-        async with serving() as emulator, Exporter() as exporter:
-            emulator.install_crd(scalingpolicy_crd())
-            now = time.time()
-            texts = []
-            for i in range(count):
-                name, namespace = f"app-{i}", f"ns-{i % 10}"
-                await emulator.create_object(DEPLOYMENTS, deployment(name, namespace, 2))
-                workload = Workload(name, namespace, load(i), lambda: 2)
-                exporter.workloads.append(workload)
-                # The labels the live scrape adds too, so that past and present are one series.
-                labels = {"app": name, "namespace": namespace, "job": "exporter",
-                          "instance": exporter.target}
-                texts.append(openmetrics("workload_load", labels, workload.history(
-                    now - HISTORY_SECONDS, now, HISTORY_STEP)))
-            prometheus = PrometheusServer(workdir / "prometheus", [exporter.target], "15s")
-            await asyncio.to_thread(prometheus.backfill, *texts)
-            await asyncio.to_thread(prometheus.start)
-            kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig")
+        async with lab(count, load, workdir) as (emulator, prometheus, kubeconfig):
             port = free_port()
             log = (workdir / "operator.log").open("wb")
             operator = subprocess.Popen(
@@ -307,8 +320,6 @@ async def measure(
                     operator.kill()
                     operator.wait(timeout=10)
                 log.close()
-                prometheus.close()
-                emulator.close_watches()
     ticks = int(_count(after, "foreseer_tick_seconds") - _count(before, "foreseer_tick_seconds"))
     fits = int(_count(after, "foreseer_fit_seconds"))
     hours = elapsed * interval / 3600 * count
