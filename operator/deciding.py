@@ -138,6 +138,8 @@ class ForecastInput:
     """Lead time in seconds."""
     quantile: float
     """The quantile level of ``value``."""
+    version: int | None = None
+    """The stored version of the model (None when models are not stored)."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,8 @@ def _plan(spec: ScalingPolicySpec, loads: Mapping[str, float],
         lead = max(predictive, key=lambda n: predictive[n])
         chosen = usable[lead]
         forecast = ForecastStatus(
-            metric=lead, model=chosen.model, horizon=format_duration(chosen.horizon),
+            metric=lead, model=chosen.model, model_version=chosen.version,
+            horizon=format_duration(chosen.horizon),
             quantile=chosen.quantile, value=chosen.value, mase=_finite(chosen.mase),
             trusted=lead in trusted)
 

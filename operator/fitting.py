@@ -180,7 +180,7 @@ class Fitter:
                 return
             self._failed.pop(key, None)
             model, seconds = done.result()
-            self._store(key, Fitted(model, recipe, now(), points, seconds))
+            self.put(key, Fitted(model, recipe, now(), points, seconds))
             if self._on_fitted is not None:
                 self._on_fitted(seconds)
 
@@ -212,7 +212,9 @@ class Fitter:
         if future is not None:
             await asyncio.wait([future])
 
-    def _store(self, key: Key, fitted: Fitted) -> None:
+    def put(self, key: Key, fitted: Fitted) -> None:
+        """Hold ``fitted`` for ``key`` (a fit that landed, or a model read from the store),
+        evicting the least recently used beyond ``max_models``."""
         self._models[key] = fitted
         self._models.move_to_end(key)
         while len(self._models) > self.settings.max_models:

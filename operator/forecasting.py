@@ -132,6 +132,8 @@ class Fitted:
     """Observed points in the history it was fitted on."""
     seconds: float
     """How long the fit took."""
+    version: int | None = None
+    """Its version in the model store; None while it is not stored (or there is no store)."""
 
 
 @dataclass
@@ -326,5 +328,5 @@ def forecast_step(history: Series, fitted: Fitted | None, plan: Plan, errors: Li
         errors.expect(history.end + (steps - 1) * step, point, float(last[-1]))
     mase = live if live is not None else prior_error(fitted.model, steps)
     forecast = ForecastInput(value=value, model=model, mase=mase, horizon=plan.horizon,
-                             quantile=quantile)
+                             quantile=quantile, version=fitted.version)
     return Step(forecast, point, live, refit, None, usable=True)

@@ -38,10 +38,19 @@ from foreseer.operator.deciding import (
 from foreseer.operator.durations import parse_duration
 from foreseer.operator.events import EventQueue
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.forecasting import LiveError, Plan, Step, forecast_step, grid_points
+from foreseer.operator.forecasting import (
+    Fitted,
+    LiveError,
+    Plan,
+    Recipe,
+    Step,
+    forecast_step,
+    grid_points,
+)
 from foreseer.operator.guards import advance_breaker
 from foreseer.operator.leadtimes import LeadTime
 from foreseer.operator.leases import Sharder
+from foreseer.operator.modelstore import ModelStore
 from foreseer.operator.scoping import OutOfScope, QueryScope, Unparsable, scoped
 from foreseer.operator.settings import Settings
 from foreseer.operator.sources import Prometheus
@@ -117,6 +126,10 @@ class PolicyMemory:
     """The policy's resourceVersion that ``state`` derives from: a status write carries it,
     so that it never overwrites a status that another writer (a second replica during a
     peering hand-over) changed meanwhile. None: write without a precondition."""
+    restored: dict[str, Recipe] = field(default_factory=dict)
+    """Per metric, the recipe the model store was last asked for (asked once per recipe)."""
+    unsaved: dict[str, float] = field(default_factory=dict)
+    """Per metric, the fit time of a model the store could not write (not retried)."""
 
 
 def target_key(api_version: str, kind: str, name: str) -> tuple[str, str, str]:
@@ -148,6 +161,8 @@ class Runtime:
     the HPA's name."""
     sharder: Sharder | None = None
     """This replica's shard Leases, when the policies are sharded across replicas."""
+    models: ModelStore | None = None
+    """Where fitted models outlive the process, when configured."""
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -162,6 +177,10 @@ class Runtime:
             telemetry=telemetry,
             sharder=(Sharder(cluster, settings.sharding, time.time)
                      if settings.sharding.shards else None),
+            models=(ModelStore.from_key_file(settings.fitting.model_dir,
+                                             settings.fitting.model_key_file)
+                    if settings.fitting.model_dir and settings.fitting.model_key_file
+                    else None),
         )
 
     def post_event(self, body: Mapping[str, Any], *, reason: str, message: str,
@@ -264,7 +283,10 @@ def build_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.delete(*resource, registry=registry)
     async def cleanup(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-        memo.runtime.forget(meta["namespace"], meta["name"])
+        runtime: Runtime = memo.runtime
+        runtime.forget(meta["namespace"], meta["name"])
+        if runtime.models is not None and meta.get("uid"):
+            await asyncio.to_thread(runtime.models.forget, meta["uid"])
 
     @kopf.daemon(*resource, registry=registry, cancellation_timeout=10.0)
     async def control(
@@ -596,7 +618,7 @@ async def control_cycle(runtime: Runtime, body: Mapping[str, Any], spec: Scaling
     forecasts: dict[str, ForecastInput] = {}
     if not unforecast:
         forecasts, unforecast = await forecast_all(runtime, namespace, name, spec, histories,
-                                                   memory, now)
+                                                   memory, now, str(meta.get("uid") or ""))
 
     capacities = await learn_capacities(runtime, body, spec, readings, histories, memory,
                                         state, now)
@@ -822,7 +844,8 @@ async def learn_capacities(runtime: Runtime, body: Mapping[str, Any], spec: Scal
 
 async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: ScalingPolicySpec,
                        histories: Mapping[str, Series], memory: PolicyMemory,
-                       now: float) -> tuple[dict[str, ForecastInput], dict[str, str]]:
+                       now: float, uid: str = ""
+                       ) -> tuple[dict[str, ForecastInput], dict[str, str]]:
     """Each metric's forecast from its fitted model, and why the others have none when
     that is not a cold start; fits start in the pool as needed.
 
@@ -838,7 +861,7 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
     for metric_name, history in histories.items():
         key = (namespace, name, metric_name)
         try:
-            forecast = await forecast_one(runtime, key, history, plan, memory, now)
+            forecast = await forecast_one(runtime, key, history, plan, memory, now, uid)
         except Exception as exc:
             logger.exception("forecasting %s/%s metric %s failed", *key)
             forecast = f"the forecast failed ({type(exc).__name__}: {exc})"[:300]
@@ -850,14 +873,17 @@ async def forecast_all(runtime: Runtime, namespace: str, name: str, spec: Scalin
 
 
 async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Series,
-                       plan: Plan, memory: PolicyMemory,
-                       now: float) -> ForecastInput | str | None:
+                       plan: Plan, memory: PolicyMemory, now: float,
+                       uid: str = "") -> ForecastInput | str | None:
     """One metric's forecast step (`forecast_step`) and the fit it asks for; the forecast,
     else why there is none (a failed fit, no forecast from the model), or None (cold
     start)."""
     namespace, name, metric_name = key
     errors = memory.errors.setdefault(metric_name, LiveError())
     fitted = runtime.fitter.get(key)
+    if runtime.models is not None and uid:
+        fitted = await persist(runtime.models, runtime.fitter, key, uid, fitted, plan.recipe,
+                               memory)
     step: Step = await runtime.fitter.forecast(
         key, fitted, history,
         lambda condition: forecast_step(history, fitted, plan, errors, now, condition=condition))
@@ -874,6 +900,36 @@ async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Ser
         failure = runtime.fitter.failure(key)
         return None if failure is None else f"fitting failed: {failure}"
     return step.forecast if step.forecast is not None else step.reason
+
+
+async def persist(store: ModelStore, fitter: Fitter, key: tuple[str, str, str], uid: str,
+                  fitted: Fitted | None, recipe: Recipe, memory: PolicyMemory) -> Fitted | None:
+    """The model to forecast with: with none held, the newest stored one for this recipe
+    (asked once per recipe: a restart or a shard takeover forecasts at once); a model fitted
+    here and not stored yet is written as the next version. Disk work runs in a thread."""
+    metric = key[2]
+    if fitted is None:
+        if memory.restored.get(metric) == recipe:
+            return None
+        memory.restored[metric] = recipe
+        stored = await asyncio.to_thread(store.load, uid, metric, recipe)
+        if stored is None:
+            return None
+        fitted = dataclasses.replace(stored.fitted, version=stored.version)
+        logger.info("restored the model of %s/%s metric %s (version %d) from the store",
+                    key[0], key[1], metric, stored.version)
+    elif fitted.version is None and memory.unsaved.get(metric) != fitted.fitted_at:
+        try:
+            version = await asyncio.to_thread(store.save, uid, metric, fitted)
+        except OSError as exc:
+            logger.warning("could not store the model of %s/%s metric %s: %s", *key, exc)
+            memory.unsaved[metric] = fitted.fitted_at
+            return fitted
+        fitted = dataclasses.replace(fitted, version=version)
+    else:
+        return fitted
+    fitter.put(key, fitted)
+    return fitted
 
 
 def publish(runtime: Runtime, namespace: str, name: str, current: int,

@@ -193,7 +193,17 @@ class FittingSettings:
     MemoryBudgetExceeded and nothing is read for it. Every policy the CRD admits needs at
     most about 6 MiB, so the default refuses none; lower it to give each tenant less."""
 
+    model_dir: str | None = None
+    """Directory of the model store (a volume): fitted models are written there and read
+    back after a restart or a shard takeover. None keeps them in memory only."""
+    model_key_file: str | None = None
+    """File holding the key (16 bytes or more, from a Secret) that authenticates stored
+    models; required with ``model_dir``."""
+
     def __post_init__(self) -> None:
+        if (self.model_dir is None) != (self.model_key_file is None):
+            raise ValueError("the model store needs both a directory and a key file "
+                             "(--model-dir and --model-key-file)")
         if self.policy_memory_mib <= 0:
             raise ValueError(
                 f"policy memory budget must be positive, got {self.policy_memory_mib}")
@@ -273,6 +283,10 @@ OPTIONS: tuple[_Option, ...] = (
     ("fitting", "max_models", "max-models", int, "fitted models kept in memory"),
     ("fitting", "policy_memory_mib", "policy-memory-budget-mib", float,
      "MiB one policy's histories and models may hold"),
+    ("fitting", "model_dir", "model-dir", str,
+     "directory that keeps fitted models across restarts (a volume)"),
+    ("fitting", "model_key_file", "model-key-file", str,
+     "file with the key that authenticates stored models"),
     ("sharding", "shards", "shards", int,
      "shards the policies are split into across replicas, held on Leases; 0: off"),
     ("sharding", "identity", "shard-identity", str, "this replica's name on the Leases"),

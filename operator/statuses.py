@@ -65,6 +65,8 @@ class ForecastStatus(StatusModel):
 
     metric: str | None = Field(None, description="The metric whose forecast needs most replicas.")
     model: str | None = Field(None, description="The model that produced the forecast.")
+    model_version: int | None = Field(
+        None, ge=1, description="Its version in the model store, when models are stored.")
     horizon: str | None = Field(None, description="Lead time forecast, as a duration.")
     quantile: float | None = Field(None, description="Forecast quantile provisioned for.")
     value: float | None = Field(None, description="Forecast load at the horizon.")
