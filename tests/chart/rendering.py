@@ -120,4 +120,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "metrics-auth": METRICS_AUTH,
     "metrics-auth-namespaced": {**NAMESPACED, **METRICS_AUTH},
     "sharded": {"replicaCount": 3, "sharding": {"enabled": True}},
+    "model-store": {"fitting": {"store": {"enabled": True}}},
+    "sharded-model-store": {"replicaCount": 3, "sharding": {"enabled": True}, "fitting": {
+        "store": {"enabled": True, "existingClaim": "shared-models", "keySecret": "model-key"}}},
 }

@@ -5,6 +5,7 @@ flags point, and the Service, ServiceMonitor and peering objects find what they 
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import shutil
 import subprocess
@@ -168,6 +169,38 @@ def test_a_sharded_operator_splits_the_policies_over_its_replicas_on_leases() ->
     assert env["FORESEER_LEASE_NAMESPACE"] == "metadata.namespace"
     assert not {"ClusterKopfPeering", "KopfPeering"} & manifests.kinds()
     assert manifests.one("Deployment")["spec"]["replicas"] == 3
+
+
+def test_the_model_store_gets_a_claim_a_random_key_and_both_reach_the_operator() -> None:
+    manifests = render(VALUE_SETS["model-store"])
+    loaded = parse_container_args(manifests.container())
+    pod = manifests.one("Deployment")["spec"]["template"]["spec"]
+    assert loaded.fitting.model_key_file in mounted_files(pod)
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts[loaded.fitting.model_dir] == "models"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim = manifests.one("PersistentVolumeClaim")
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    secret = manifests.one("Secret")
+    assert volumes["model-key"]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert len(base64.b64decode(secret["data"]["key"])) >= 16
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
+def test_the_model_store_can_use_an_existing_claim_and_key() -> None:
+    manifests = render(VALUE_SETS["sharded-model-store"])
+    assert not {"PersistentVolumeClaim", "Secret"} & manifests.kinds()
+    volumes = {v["name"]: v for v in
+               manifests.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "shared-models"
+    assert volumes["model-key"]["secret"]["secretName"] == "model-key"
+
+
+def test_without_a_model_store_no_claim_key_or_flag_is_rendered() -> None:
+    manifests = render({})
+    assert not {"PersistentVolumeClaim", "Secret"} & manifests.kinds()
+    assert parse_container_args(manifests.container()).fitting.model_dir is None
 
 
 def test_more_than_one_replica_without_peering_or_sharding_is_refused() -> None:

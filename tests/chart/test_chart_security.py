@@ -37,7 +37,9 @@ def test_the_pod_shares_nothing_with_its_node(name: str) -> None:
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         assert not spec.get(key, False)
     for volume in spec.get("volumes", []):
-        assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap"}
+        # A claim is the model store's volume; nothing of the node (hostPath) is mounted.
+        assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap",
+                                          "persistentVolumeClaim"}
     for port in spec["containers"][0]["ports"]:
         assert "hostPort" not in port
 
