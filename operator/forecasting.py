@@ -199,6 +199,22 @@ class LiveError:
         self.pending.clear()
 
 
+ROLLBACK_RATIO = 1.25
+"""How much worse, live, a new model must score than the one it replaced to be rolled back:
+a live MASE is noisy, and a refit that is merely as good must not flap."""
+ROLLBACK_SAMPLES = 30
+"""Scored forecasts the new model needs before it can be judged worse."""
+
+
+def worse_than_before(before: float | None, errors: LiveError) -> bool:
+    """Whether the model ``errors`` scores has done clearly worse live than its predecessor
+    did (``before``, that one's live MASE when it was replaced; None: unknown)."""
+    now = errors.mase(minimum=ROLLBACK_SAMPLES)
+    if before is None or now is None or not math.isfinite(before):
+        return False
+    return now > before * ROLLBACK_RATIO
+
+
 def predict(
     model: Forecaster, history: Series, steps: int, quantile: float, condition: bool = True
 ) -> tuple[float, float, str] | None:

@@ -39,6 +39,7 @@ from foreseer.operator.durations import parse_duration
 from foreseer.operator.events import EventQueue
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import (
+    ROLLBACK_SAMPLES,
     Fitted,
     LiveError,
     Plan,
@@ -46,6 +47,7 @@ from foreseer.operator.forecasting import (
     Step,
     forecast_step,
     grid_points,
+    worse_than_before,
 )
 from foreseer.operator.guards import advance_breaker
 from foreseer.operator.leadtimes import LeadTime
@@ -130,6 +132,11 @@ class PolicyMemory:
     """Per metric, the recipe the model store was last asked for (asked once per recipe)."""
     unsaved: dict[str, float] = field(default_factory=dict)
     """Per metric, the fit time of a model the store could not write (not retried)."""
+    live_version: dict[str, int] = field(default_factory=dict)
+    """Per metric, the stored version of the model forecasting now."""
+    replaced: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    """Per metric, the stored version a new fit replaced and its live MASE then: the one to
+    roll back to if the new fit scores worse live."""
 
 
 def target_key(api_version: str, kind: str, name: str) -> tuple[str, str, str]:
@@ -884,6 +891,10 @@ async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Ser
     if runtime.models is not None and uid:
         fitted = await persist(runtime.models, runtime.fitter, key, uid, fitted, plan.recipe,
                                memory)
+        fitted = await roll_back(runtime.models, runtime.fitter, key, uid, fitted, errors,
+                                 memory, now) or fitted
+        if fitted is not None and fitted.version is not None:
+            memory.live_version[metric_name] = fitted.version
     step: Step = await runtime.fitter.forecast(
         key, fitted, history,
         lambda condition: forecast_step(history, fitted, plan, errors, now, condition=condition))
@@ -919,6 +930,11 @@ async def persist(store: ModelStore, fitter: Fitter, key: tuple[str, str, str], 
         logger.info("restored the model of %s/%s metric %s (version %d) from the store",
                     key[0], key[1], metric, stored.version)
     elif fitted.version is None and memory.unsaved.get(metric) != fitted.fitted_at:
+        errors = memory.errors.get(metric)
+        if errors is not None and errors.fitted_at is not None and \
+                errors.fitted_at != fitted.fitted_at and memory.live_version.get(metric):
+            # The model this fit replaces: what it scored live, in case this one does worse.
+            memory.replaced[metric] = (memory.live_version[metric], errors.mase())
         try:
             version = await asyncio.to_thread(store.save, uid, metric, fitted)
         except OSError as exc:
@@ -930,6 +946,32 @@ async def persist(store: ModelStore, fitter: Fitter, key: tuple[str, str, str], 
         return fitted
     fitter.put(key, fitted)
     return fitted
+
+
+async def roll_back(store: ModelStore, fitter: Fitter, key: tuple[str, str, str], uid: str,
+                    fitted: Fitted | None, errors: LiveError, memory: PolicyMemory,
+                    now: float) -> Fitted | None:
+    """The stored version a new fit replaced, when the new one has scored clearly worse live
+    (`worse_than_before`); None to keep the model as it is. The restored model counts as
+    fitted now, so it serves a whole retrain interval before the next refit."""
+    metric = key[2]
+    replaced = memory.replaced.get(metric)
+    if fitted is None or fitted.version is None or replaced is None \
+            or fitted.version <= replaced[0] or errors.fitted_at != fitted.fitted_at \
+            or not worse_than_before(replaced[1], errors):
+        return None
+    del memory.replaced[metric]
+    stored = await asyncio.to_thread(store.load_version, uid, metric, fitted.recipe,
+                                     replaced[0])
+    if stored is None:
+        return None
+    logger.warning("the model of %s/%s metric %s, version %d, scores live MASE %.2f against "
+                   "%.2f for version %d before it; rolling back to version %d", *key,
+                   fitted.version, errors.mase(minimum=ROLLBACK_SAMPLES) or math.nan,
+                   replaced[1] or math.nan, replaced[0], replaced[0])
+    back = dataclasses.replace(stored.fitted, version=stored.version, fitted_at=now)
+    fitter.put(key, back)
+    return back
 
 
 def publish(runtime: Runtime, namespace: str, name: str, current: int,

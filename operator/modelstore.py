@@ -145,6 +145,17 @@ class ModelStore:
                 return stored
         return None
 
+    def load_version(self, uid: str, metric: str, recipe: Recipe, version: int) -> Stored | None:
+        """One version of the model, if it is still kept and verifies (for a rollback)."""
+        path = self._folder(uid, metric, recipe) / f"v{version}.model"
+        try:
+            return self.read(path)
+        except FileNotFoundError:
+            return None
+        except (ModelRefused, OSError, pickle.UnpicklingError, EOFError) as exc:
+            logger.warning("refusing stored model %s/%s v%d: %s", uid, metric, version, exc)
+            return None
+
     def forget(self, uid: str) -> None:
         """Delete every model of a deleted policy."""
         shutil.rmtree(self.directory / _safe(uid), ignore_errors=True)

@@ -4,6 +4,7 @@ write are never unpickled. The tick tests run on a frozen clock with the cycle t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -14,8 +15,8 @@ import pytest
 from test_operator_cycle import FakeCluster, body, failing_fit, inline_pool, run_ticks
 
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.forecasting import Fitted, Recipe
-from foreseer.operator.handlers import Runtime
+from foreseer.operator.forecasting import Fitted, LiveError, Recipe, worse_than_before
+from foreseer.operator.handlers import PolicyMemory, Runtime, roll_back
 from foreseer.operator.modelstore import ModelRefused, ModelStore
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.forecasts import Forecaster
@@ -174,3 +175,36 @@ async def test_a_model_the_store_cannot_write_is_still_used_and_not_retried_ever
         next(r.message for r in caplog.records if "could not store" in r.message)) == 1
     runtime.fitter.shutdown()
     assert os.path.isfile(blocked)
+
+
+def scored(model: Fitted, ratio: float, samples: int = 40) -> LiveError:
+    """A live error of ``model`` whose MASE is ``ratio``."""
+    errors = LiveError()
+    errors.follow(model)
+    errors.errors.extend((ratio, 1.0) for _ in range(samples))
+    return errors
+
+
+@pytest.mark.parametrize(("before", "now", "samples", "worse"), [
+    (0.5, 0.7, 40, True), (0.5, 0.6, 40, False), (0.5, 0.9, 10, False), (None, 2.0, 40, False)])
+def test_a_new_model_is_worse_only_when_clearly_so_on_enough_live_forecasts(
+        before: float | None, now: float, samples: int, worse: bool) -> None:
+    assert worse_than_before(before, scored(fitted(), now, samples)) is worse
+
+
+async def test_a_refit_that_scores_worse_live_is_rolled_back_to_the_version_before(
+        tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, KEY)
+    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=quick_fit)
+    key = ("shop", "web", "rps")
+    store.save("u1", "rps", fitted(1.0))
+    new = dataclasses.replace(fitted(2.0), version=store.save("u1", "rps", fitted(2.0)))
+    memory = PolicyMemory(replaced={"rps": (1, 0.5)})
+    kept = await roll_back(store, fitter, key, "u1", new, scored(new, 0.55), memory, 99.0)
+    assert kept is None and "rps" in memory.replaced  # not clearly worse: kept, still watched
+    back = await roll_back(store, fitter, key, "u1", new, scored(new, 0.9), memory, 99.0)
+    assert back is not None and back.version == 1 and back.fitted_at == 99.0
+    held = fitter.get(key)
+    assert held is not None and held.version == 1
+    assert "rps" not in memory.replaced  # rolled back once, not again
+    fitter.shutdown()
