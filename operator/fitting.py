@@ -100,8 +100,8 @@ class Fitter:
         self._on_fitted = on_fitted
         self._models: OrderedDict[Key, Fitted] = OrderedDict()
         self._pending: dict[Key, asyncio.Future[tuple[Forecaster, float]]] = {}
-        self._waiting: dict[Key, float] = {}
-        """Keys refused a first fit (the pool was busy), with when they last asked."""
+        self._waiting: dict[Key, tuple[float, float]] = {}
+        """Keys waiting for a first fit, with when they last asked and their urgency."""
         self._failed: dict[Key, tuple[float, str]] = {}
         """Keys whose last fit failed: when (the caller's clock) and why."""
         # One thread: a model is conditioned in place, so two threads must never share one.
@@ -130,7 +130,7 @@ class Fitter:
         return failed is None or now - failed[0] >= FIT_RETRY_SECONDS
 
     def submit(self, key: Key, series: Series, recipe: Recipe, now: Callable[[], float],
-               *, first: bool = False) -> bool:
+               *, first: bool = False, urgency: float = 0.0) -> bool:
         """Start fitting ``key`` in the pool unless it already is; returns at once, True when
         a fit of ``key`` is under way.
 
@@ -138,21 +138,25 @@ class Fitter:
         history of the tick that asks for it, not on one that waited minutes in a queue of
         a thousand (and the queue does not hold a thousand histories). The caller asks again
         on its next tick. A ``first`` fit (the key has no usable model) goes before refits:
-        while one was refused, refits are refused too. ``now`` is read when the fit lands,
-        so the model's age counts from then.
+        while one waits, refits are refused. Among first fits (a cold start, a shard taken
+        over), the most ``urgent`` waiting one goes first (`forecasting.urgency`: a rising
+        load needs its forecast before a flat one). ``now`` is read when the fit lands, so
+        the model's age counts from then.
         """
         if key in self._pending:
             return True
         asked = time.monotonic()
+        if first:
+            self._waiting[key] = (asked, urgency)
         if len(self._pending) > self.settings.workers:
-            if first:
-                self._waiting[key] = asked
             return False
-        # A worker is (nearly) free: forget the keys that stopped asking, then let a first
-        # fit have it before any refit.
-        self._waiting = {k: t for k, t in self._waiting.items()
-                         if asked - t < FIRST_FIT_PRIORITY_SECONDS}
+        # A worker is (nearly) free: forget the keys that stopped asking, then let the most
+        # urgent first fit have it, before any refit.
+        self._waiting = {k: w for k, w in self._waiting.items()
+                         if asked - w[0] < FIRST_FIT_PRIORITY_SECONDS}
         if not first and self._waiting:
+            return False
+        if first and any(w[1] > urgency for k, w in self._waiting.items() if k != key):
             return False
         self._waiting.pop(key, None)
         loop = asyncio.get_running_loop()

@@ -199,6 +199,21 @@ class LiveError:
         self.pending.clear()
 
 
+def urgency(history: Series, window: float = 1800.0) -> float:
+    """How fast the load is rising: the mean of the last ``window`` seconds over the mean
+    of the window before, minus one (0 when it is flat, falling, or unknown). A first fit
+    of a rising load goes before the others."""
+    points = max(1, round(window / history.step))
+    values = history.values
+    recent, before = values[-points:], values[-2 * points:-points]
+    if before.size == 0 or np.isnan(recent).all() or np.isnan(before).all():
+        return 0.0
+    earlier = float(np.nanmean(before))
+    if earlier <= 0:
+        return 0.0
+    return max(0.0, float(np.nanmean(recent)) / earlier - 1.0)
+
+
 ROLLBACK_RATIO = 1.25
 """How much worse, live, a new model must score than the one it replaced to be rolled back:
 a live MASE is noisy, and a refit that is merely as good must not flap."""

@@ -47,6 +47,7 @@ from foreseer.operator.forecasting import (
     Step,
     forecast_step,
     grid_points,
+    urgency,
     worse_than_before,
 )
 from foreseer.operator.guards import advance_breaker
@@ -900,7 +901,7 @@ async def forecast_one(runtime: Runtime, key: tuple[str, str, str], history: Ser
         lambda condition: forecast_step(history, fitted, plan, errors, now, condition=condition))
     if step.refit is not None and history.observed() > 0 and runtime.fitter.may_fit(key, now) \
             and runtime.fitter.submit(key, history, plan.recipe, runtime.clock,
-                                      first=not step.usable):
+                                      first=not step.usable, urgency=urgency(history)):
         logger.info("fitting %s/%s metric %s: %s", namespace, name, metric_name, step.refit)
     live = step.live_error
     shown = live if live is None or math.isfinite(live) else None

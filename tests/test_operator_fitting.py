@@ -9,9 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from foreseer.operator.fitting import Fitter, default_executor, fit_forecaster
-from foreseer.operator.forecasting import LiveError, Recipe, horizon_seconds, refit_due
+from foreseer.operator.forecasting import LiveError, Recipe, horizon_seconds, refit_due, urgency
 from foreseer.operator.leadtimes import LEAD_RELIST_SECONDS, LeadTime, readiness_seconds
 from foreseer.operator.settings import FittingSettings
 from foreseer.predictors.forecasts import Forecaster
@@ -146,6 +147,42 @@ async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_be
         assert all(key in fitter for key in (a, b, c, d))
     finally:
         fitter.shutdown()
+
+
+async def test_after_a_cold_start_the_first_fit_of_a_rising_load_goes_before_a_flat_one(
+) -> None:
+    gate = threading.Event()
+
+    def held_fit(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
+        gate.wait(timeout=30)
+        return fit_forecaster(series, recipe)
+
+    fitter = Fitter(FittingSettings(workers=1), pool=lambda s: ThreadPoolExecutor(s.workers),
+                    fit=held_fit)
+    try:
+        busy, flat, rising = (("ns", p, "load") for p in ("busy", "flat", "rising"))
+        assert fitter.submit(busy, history(), RECIPE, time.time, first=True)
+        assert fitter.submit(("ns", "queued", "load"), history(), RECIPE, time.time, first=True)
+        assert not fitter.submit(flat, history(), RECIPE, time.time, first=True, urgency=0.0)
+        assert not fitter.submit(rising, history(), RECIPE, time.time, first=True, urgency=0.5)
+        gate.set()
+        await fitter.wait(busy)
+        await fitter.wait(("ns", "queued", "load"))
+        # The flat load asks first, but the rising one is waiting: it goes first.
+        assert not fitter.submit(flat, history(), RECIPE, time.time, first=True, urgency=0.0)
+        assert fitter.submit(rising, history(), RECIPE, time.time, first=True, urgency=0.5)
+        assert fitter.submit(flat, history(), RECIPE, time.time, first=True, urgency=0.0)
+    finally:
+        fitter.shutdown()
+
+
+def test_urgency_is_how_fast_the_load_rises_and_zero_when_flat_falling_or_unknown() -> None:
+    rising = Series(0.0, 60.0, np.r_[np.full(30, 100.0), np.full(30, 150.0)])
+    assert urgency(rising) == pytest.approx(0.5)
+    assert urgency(Series(0.0, 60.0, np.full(60, 100.0))) == 0.0
+    assert urgency(Series(0.0, 60.0, np.r_[np.full(30, 150.0), np.full(30, 100.0)])) == 0.0
+    assert urgency(Series(0.0, 60.0, np.full(60, np.nan))) == 0.0
+    assert urgency(Series(0.0, 60.0, np.full(10, 100.0))) == 0.0  # no window before
 
 
 async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bounded() -> None:
