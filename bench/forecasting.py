@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from foreseer.bench.anchors import ANCHORS, daily_period
+from foreseer.operator.durations import parse_duration
 from foreseer.operator.forecasting import Recipe, backtest_steps, recipe_for, recipe_forecaster
 from foreseer.operator.specs import ForecastSpec
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models", nargs="*", default=None, help=f"subset of {sorted(MODELS)} (default: all)"
     )
+    parser.add_argument(
+        "--history", default=ForecastSpec().history,
+        help="auto's forecast.history (default: the CRD's, %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,7 +208,8 @@ def evaluate(
         advance(1)
     # The operator calibrates for the one horizon it serves: each horizon's row of AUTO
     # comes from the recipe of a policy forecasting that far ahead.
-    recipes = {label: default_recipe(series.step, h * series.step, models)
+    recipes = {label: default_recipe(series.step, h * series.step, models,
+                                     parse_duration(args.history))
                for label, h in plan.horizons.items()}
     by_horizon = {}
     for label, recipe in recipes.items():
@@ -233,14 +238,17 @@ def evaluate(
     return entry, fit_seconds, _predict_ms(fitted, longest)
 
 
-def default_recipe(step: float, horizon: float, models: dict[str, Factory]) -> Recipe:
+def default_recipe(step: float, horizon: float, models: dict[str, Factory],
+                   history: float | None = None) -> Recipe:
     """The operator's fit for a policy at the CRD's forecast defaults forecasting
     ``horizon`` seconds ahead, at the series' ``step`` (the traces come at 5 minutes; the
-    default step is 1 minute), choosing among ``models``."""
+    default step is 1 minute), choosing among ``models``, on ``history`` seconds (default:
+    the CRD's)."""
     recipe = recipe_for(ForecastSpec(), horizon)
     names = None if set(models) == set(MODELS) else tuple(models)
     return dataclasses.replace(recipe, models=names, step=step,
-                               horizon=backtest_steps(horizon, step))
+                               horizon=backtest_steps(horizon, step),
+                               history=recipe.history if history is None else history)
 
 
 def _scale(train: FloatArray, step: float) -> float:

@@ -62,6 +62,7 @@ def test_auto_is_the_operators_recipe_at_the_crd_defaults_at_the_series_step():
     assert (recipe.step, recipe.horizon) == (300.0, 3)
     some = {name: MODELS[name] for name in sorted(MODELS)[:2]}
     assert default_recipe(300.0, 900.0, some).models == tuple(some)
+    assert default_recipe(300.0, 900.0, some, history=2_592_000.0).history == 2_592_000.0
 
 
 def test_the_seasonal_naive_anchor_repeats_yesterday():
