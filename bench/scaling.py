@@ -21,7 +21,7 @@ with one fitting worker. After every policy has a forecast:
   directory, as a ReadWriteMany volume would be), so a restarted replica, and one taking a
   shard over, reads the models instead of refitting them.
 
-On this machine (2 cores) the default is 4 replicas and 400 policies, not issue 15's 10
+On this machine (2 cores) the default is 4 replicas and 200 policies, not issue 15's 10
 and 10,000; the figures per replica are what scale, and the report says what was run.
 """
 
@@ -76,7 +76,7 @@ WRITTEN = (POLICIES, DEPLOYMENTS, EVENTS, kmock.resource("coordination.k8s.io", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policies", type=int, default=400, help="policies (default 400)")
+    parser.add_argument("--policies", type=int, default=200, help="policies (default 200)")
     parser.add_argument("--replicas", type=int, default=4, help="operator replicas (default 4)")
     parser.add_argument("--interval", type=float, default=30.0, help="policy interval, seconds")
     parser.add_argument("--intervals", type=int, default=3, help="intervals measured")
