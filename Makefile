@@ -10,12 +10,13 @@ TOOLS := .tools
 # shadows the standard library's `operator`; PYTHONSAFEPATH keeps it off.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help layout venv test lint typecheck contracts pytest bench bench-forecast bench-fit \
+.PHONY: help layout venv test unit lint typecheck contracts pytest bench bench-forecast bench-fit \
         bench-loop bench-operator bench-scale crds demo e2e e2e-kind prometheus helm clean
 
 help:
 	@echo "make demo    - run the operator on a replayed real trace (embedded emulator + Prometheus)"
 	@echo "make test    - lint, type-check, import contracts and the whole test suite"
+	@echo "make unit    - the core and the control cycle on fakes (no Prometheus, emulator or helm), < 1 min"
 	@echo "make bench   - every benchmark (forecast, fit, loop, operator, scale)"
 	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
 
@@ -60,6 +61,15 @@ pytest: $(STAMP) prometheus helm
 	$(BIN)/pytest -q
 
 test: lint typecheck contracts pytest
+
+# The core (predictors, engine, API models) and the operator's cycle on a frozen clock with
+# fakes, by path: none of them needs Prometheus, the emulator or helm. Left to `make test`:
+# what needs those (tests/integration, tests/harness_tests, tests/chart and the backtest CLI's
+# tests) and the simulator, bench and CLI tests, which need none but would take `unit` past
+# a minute (about 30 s more on two cores).
+UNIT_TESTS := tests/predictors tests/engine tests/api $(wildcard tests/test_operator_*.py)
+unit: $(STAMP)
+	$(BIN)/pytest -q $(UNIT_TESTS)
 
 crds: $(STAMP)
 	$(PY) -m foreseer.operator.crds --write
