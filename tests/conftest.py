@@ -12,6 +12,13 @@ from foreseer.lab.emulator import Emulator, scalingpolicy_crd, serving
 from foreseer.lab.exporter import Exporter
 from foreseer.lab.prometheus import PrometheusMissingError, PrometheusServer, binaries
 from foreseer.lab.workloads import DeploymentController
+from harness.fakes import FrozenClock
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """Wall time that moves only when the test sets it (the operator tests' one clock)."""
+    return FrozenClock()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_operator_cycle import FakeCluster, body, clock, cluster, run_ticks, runtime
+from test_operator_cycle import FakeCluster, body, cluster, run_ticks, runtime
 
 from foreseer.operator.capacities import DRIFT_INTERVALS
 from foreseer.operator.deciding import MetricOutage
@@ -17,7 +17,7 @@ from foreseer.operator.handlers import Runtime
 from foreseer.predictors.series import Series
 from harness.fakes import FrozenClock
 
-__all__ = ["clock", "cluster", "runtime"]  # the cycle tests' fixtures, used here
+__all__ = ["cluster", "runtime"]  # the cycle tests' fixtures, used here
 
 PER_REPLICA_AT_FULL = 100.0  # so 0.7 utilisation is (0.7 - 0.05) / 0.95 * 100 = 68.4 rps
 AT_TARGET = (0.7 - 0.05) / 0.95 * PER_REPLICA_AT_FULL

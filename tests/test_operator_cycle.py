@@ -97,11 +97,6 @@ def body(**spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 def cluster() -> FakeCluster:
     return FakeCluster()
 

@@ -118,16 +118,21 @@ async def test_a_dead_fitting_worker_is_replaced_and_fitting_goes_on() -> None:
         fitter.shutdown()
 
 
-async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_before_refits(
-) -> None:
-    gate = threading.Event()
+def held_fitter(gate: threading.Event) -> Fitter:
+    """A one-worker fitter whose fits wait for ``gate``, so the test sees the pool busy."""
 
     def held_fit(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
         gate.wait(timeout=30)
         return fit_forecaster(series, recipe)
 
-    fitter = Fitter(FittingSettings(workers=1), pool=lambda s: ThreadPoolExecutor(s.workers),
-                    fit=held_fit)
+    return Fitter(FittingSettings(workers=1), pool=lambda s: ThreadPoolExecutor(s.workers),
+                  fit=held_fit)
+
+
+async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_before_refits(
+) -> None:
+    gate = threading.Event()
+    fitter = held_fitter(gate)
     try:
         a, b, c, d = (("ns", p, "load") for p in "abcd")
         assert fitter.submit(a, history(), RECIPE, time.time, first=True)
@@ -152,13 +157,7 @@ async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_be
 async def test_after_a_cold_start_the_first_fit_of_a_rising_load_goes_before_a_flat_one(
 ) -> None:
     gate = threading.Event()
-
-    def held_fit(series: Series, recipe: Recipe) -> tuple[Forecaster, float]:
-        gate.wait(timeout=30)
-        return fit_forecaster(series, recipe)
-
-    fitter = Fitter(FittingSettings(workers=1), pool=lambda s: ThreadPoolExecutor(s.workers),
-                    fit=held_fit)
+    fitter = held_fitter(gate)
     try:
         busy, flat, rising = (("ns", p, "load") for p in ("busy", "flat", "rising"))
         assert fitter.submit(busy, history(), RECIPE, time.time, first=True)

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_operator_cycle import FakeCluster, body, failing_fit, inline_pool, run_ticks
+from test_operator_cycle import (
+    FakeCluster,
+    body,
+    cluster,
+    failing_fit,
+    inline_pool,
+    run_ticks,
+    source,
+)
 
 from foreseer.operator.clusters import ClusterError
 from foreseer.operator.fitting import Fitter
@@ -21,6 +29,8 @@ from foreseer.operator.leases import Sharder
 from foreseer.operator.settings import FittingSettings, Settings, ShardingSettings
 from foreseer.operator.sharding import shard_of
 from harness.fakes import FakeLeases, FakeSource, FrozenClock
+
+__all__ = ["cluster", "source"]  # the cycle tests' fixtures, used here
 
 SHARDS = 10
 LEASE = 15.0
@@ -185,21 +195,6 @@ def sharded(clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> Run
                       clock=clock)
     runtime.sharder = Sharder(FakeLeases(), config.sharding, clock)
     return runtime
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def cluster() -> FakeCluster:
-    return FakeCluster()
-
-
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource()
 
 
 class CountingSource(FakeSource):

@@ -36,11 +36,6 @@ def inline_pool(settings: FittingSettings) -> Executor:
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
 async def replicas(kubeconfig: Path, clock: FrozenClock) -> AsyncIterator[list[Runtime]]:
     """Two operator replicas, each with its own API connection; the load asks for 20 pods."""
     runtimes = [Runtime(settings=Settings(), prometheus=FakeSource(2000.0),  # type: ignore[arg-type]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from test_integration_fencing import inline_pool
 
 from foreseer.lab.emulator import DEPLOYMENTS, Emulator, deployment
 from foreseer.operator.clusters import Cluster
@@ -28,15 +28,6 @@ LEASES = "coordination.k8s.io/v1/leases"
 SHARDS = 4
 LEASE, RENEW = 15.0, 5.0
 NAMES = [f"web-{i}" for i in range(8)]
-
-
-def inline_pool(settings: FittingSettings) -> Executor:
-    return ThreadPoolExecutor(1)
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture
