@@ -210,12 +210,6 @@ class Fitter:
             self._conditioned[key] = (model, digest)
         return result
 
-    async def wait(self, key: Key) -> None:
-        """Until the pending fit of ``key`` lands (for tests and benchmarks)."""
-        future = self._pending.get(key)
-        if future is not None:
-            await asyncio.wait([future])
-
     def put(self, key: Key, fitted: Fitted) -> None:
         """Hold ``fitted`` for ``key`` (a fit that landed, or a model read from the store),
         evicting the least recently used beyond ``max_models``."""
@@ -240,10 +234,6 @@ class Fitter:
 
     def __len__(self) -> int:
         return len(self._models)
-
-    def __contains__(self, key: object) -> bool:
-        """Whether a fitted model is held for ``key`` (without marking it as used)."""
-        return key in self._models
 
     def shutdown(self) -> None:
         for future in self._pending.values():

@@ -50,15 +50,8 @@ class CalibrationSettings:
     step (adaptive conformal inference, Gibbs & Candès 2021): a run of misses raises
     the level the offsets are taken at until coverage is back on target. 0: off."""
     adapt_limit: float = 0.05
-    """Most the target level moves either way. Unbounded, a few misses in a row pushed
-    the q0.9 target to 0.99, the widest error in the ledger: in the forecast benchmark
-    the median pinball ratio was 0.988/0.987/1.011 unbounded, 0.925/0.948/0.933 within
-    0.05 and 0.923/0.940/0.933 within 0.03, whose coverage error (0.032) missed 0.03."""
-    halflife: float | None = None
-    """Backtest strides after which an origin's misses count half as much (None: all
-    alike), for loads that change regime often (weighted, non-exchangeable conformal).
-    Off by default: on the benchmark traces its noise cost more pinball than following
-    regimes won (median ratio 0.918/0.937/0.955 without, 0.928/0.947/0.968 with 24)."""
+    """Most the target level moves either way: unbounded, a few misses in a row push the
+    q0.9 target to the widest error in the ledger."""
 
     def __post_init__(self) -> None:
         validate_quantiles(self.levels)
@@ -110,13 +103,11 @@ def conformal_offsets(
     levels: Sequence[float],
     spread: float = 0.25,
     min_origins: int = 4,
-    weights: FloatArray | None = None,
     shift: FloatArray | None = None,
 ) -> Offsets:
     """Offsets that make each level's forecast cover its share of the backtest's actuals.
 
-    ``weights`` (one per origin, default all 1) make recent origins count more.
-    The offset is the weighted empirical q-quantile of the misses, the shift
+    The offset is the empirical q-quantile of the misses, the shift
     with the least pinball loss on them; the conformal rank ``ceil((n + 1) q)``
     erred high by a whole rank and over-covered. ``shift`` (levels x steps)
     moves the level each offset is taken at.
@@ -126,7 +117,6 @@ def conformal_offsets(
     usable = int(np.count_nonzero(np.isfinite(result.residuals()).any(axis=1)))
     if usable < min_origins:
         return Offsets.zero(ordered, h)
-    rows = None if weights is None else np.asarray(weights, np.float64)
     table = np.zeros((len(ordered), h))
     for i, q in enumerate(ordered):
         errors = result.errors(q)
@@ -135,27 +125,18 @@ def conformal_offsets(
             hi = math.ceil(j * (1.0 + spread)) + 1
             pooled = errors[:, lo:hi]
             level = q if shift is None else float(np.clip(q + shift[i, j], 0.001, 0.999))
-            w = None if rows is None else np.broadcast_to(rows[:, None], pooled.shape)
-            table[i, j] = _weighted_quantile(pooled, w, level)
+            table[i, j] = _quantile(pooled, level)
     return Offsets(ordered, table, usable)
 
 
-def _weighted_quantile(errors: FloatArray, weights: FloatArray | None, q: float) -> float:
-    """The first error whose cumulative weight reaches q of the total (None: equal weights)."""
-    finite = np.isfinite(errors)
-    values = errors[finite]
+def _quantile(errors: FloatArray, q: float) -> float:
+    """The ceil(q n)-th smallest finite error (0 when there is none)."""
+    values = errors[np.isfinite(errors)]
     if values.size == 0:
         return 0.0
-    if weights is None:
-        # the ceil(q n)-th smallest: a partial sort, as this runs 72 times per update
-        rank = min(values.size - 1, max(0, math.ceil(q * values.size - 1e-12) - 1))
-        return float(np.partition(values, rank)[rank])
-    w = weights[finite]
-    order = np.argsort(values, kind="stable")
-    values, w = values[order], w[order]
-    reach = q * w.sum()
-    rank = min(values.size - 1, int(np.searchsorted(np.cumsum(w), reach - 1e-12)))
-    return float(values[rank])
+    # a partial sort, as this runs 72 times per update
+    rank = min(values.size - 1, max(0, math.ceil(q * values.size - 1e-12) - 1))
+    return float(np.partition(values, rank)[rank])
 
 
 @dataclass(frozen=True)
@@ -221,12 +202,6 @@ class Ledger:
 
     def as_backtest(self) -> Backtest:
         return Backtest(np.arange(self.times.size), self.actual, self.mean, self.quantiles)
-
-    def weights(self, halflife: float | None) -> FloatArray | None:
-        """Each origin's weight: halved every ``halflife`` seconds before the latest."""
-        if halflife is None or self.times.size == 0:
-            return None
-        return np.asarray(0.5 ** ((self.times[-1] - self.times) / halflife), dtype=np.float64)
 
 
 class Calibrated:
@@ -315,12 +290,8 @@ class Calibrated:
 
     def _offsets(self) -> Offsets:
         s = self.settings
-        halflife = (
-            None if s.halflife is None else s.halflife * s.backtest.stride * self.ledger_.step
-        )
-        weights = self.ledger_.weights(halflife)
         backtest = self.ledger_.as_backtest()
-        return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, weights, self.shift_)
+        return conformal_offsets(backtest, s.levels, s.spread, s.min_origins, shift=self.shift_)
 
     def predict(
         self, horizon_steps: int, quantiles: Sequence[float] = DEFAULT_QUANTILES

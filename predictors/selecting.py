@@ -20,7 +20,6 @@ import numpy as np
 
 from foreseer.predictors.backtesting import Backtest, BacktestSettings, Factory, backtest
 from foreseer.predictors.calibrating import Calibrated, CalibrationSettings, conformal_offsets
-from foreseer.predictors.combining import Combination, Stitched, combine, stitch
 from foreseer.predictors.forecasts import (
     DEFAULT_QUANTILES,
     Forecast,
@@ -60,28 +59,15 @@ class SelectionSettings:
     """The backtest shared by selection and calibration (96 origins: 48 hourly ones left
     the q0.9 offsets noisy); its horizon is the AutoForecaster's and its stride
     ``origin_spacing``."""
-    combine: int = 0
-    """The best this many candidates are also offered averaged, as one more candidate
-    named "a+b+c" (below 2: no combination). Off by default: in the forecast benchmark
-    the combinations the backtest picked lost to boosting alone out of sample."""
-    step_margin: float | None = None
-    """A horizon step takes another model than the overall winner when that model's
-    pinball there (pooled over neighbouring steps) is lower by at least this share; the
-    chosen models' forecasts are stitched, named "a:1-2|b:3-12". None (the default):
-    one model for every step; stitching cost MASE out of sample in the benchmark
-    (rds_cpu_utilization_e47b3b one step ahead 1.35 against 1.12 without)."""
     fallback: str = "naive"
     """Model used, uncalibrated, when the history is too short to backtest."""
     default: str | None = "boosting"
     """The candidate served unless another's backtest pinball is lower by ``margin``:
-    a few dozen origins rank close candidates by noise, and in the forecast benchmark
-    boosting out of sample beat the backtest's pick on most traces. None: no default."""
+    a few dozen origins rank close candidates by noise (docs/forecasting.md has the
+    measurements). None: no default."""
     margin: float = 0.2
-    """Share by which a candidate must beat the default to be served instead. The mean
-    pinball of 96 overlapping origins is noisy: in the forecast benchmark's 44 refits,
-    challengers won twice at 0.1, by 11% (fourier on nyc_taxi, which then lost to
-    boosting out of sample: MASE ratio 1.00 against 0.86) and by 14% (Holt-Winters on
-    cpu_utilization_asg_misconfiguration, slightly better out of sample)."""
+    """Share by which a candidate's mean backtest pinball must beat the default's for it
+    to be served instead."""
 
     def __post_init__(self) -> None:
         if not self.window > 0 or not self.origin_spacing > 0:
@@ -103,8 +89,7 @@ class AutoForecaster:
     predicted beyond it reuse its last calibration.
 
     Learned state:
-    ``selected_`` the winning candidate's name ("a+b+c" for the combination
-    of the best three); ``scores_`` name -> per-step
+    ``selected_`` the winning candidate's name; ``scores_`` name -> per-step
     `Scores` (MASE, sMAPE, pinball, coverage at ``quantile``) for every
     candidate that could be backtested; ``rejected_`` name -> why a candidate
     could not; ``calibrated_`` the fitted, calibrated winner; ``fallback_`` why
@@ -171,21 +156,7 @@ class AutoForecaster:
             self.scores_[name] = _cross_fitted_scores(result, cal, self.quantile, scale)
         if not results:
             raise ValueError(f"no candidate could be backtested: {self.rejected_}")
-        ranked = sorted(results, key=lambda n: _mean_or_inf(self.scores_[n].pinball))
-        if s.combine >= 2 and len(ranked) >= 2:
-            members = ranked[: s.combine]
-            name = "+".join(members)
-            results[name] = combine([results[m] for m in members], name)
-            self.scores_[name] = _cross_fitted_scores(results[name], cal, self.quantile, scale)
-            candidates[name] = _combination_factory(members, candidates, name)
         self.selected_ = self._winner(results)
-        choice = _per_step_choice(self.scores_, self.selected_, cal.spread, s.step_margin)
-        if len(set(choice)) > 1:
-            name = _stitched_name(choice)
-            results[name] = stitch(results, choice, name)
-            self.scores_[name] = _cross_fitted_scores(results[name], cal, self.quantile, scale)
-            candidates[name] = _stitched_factory(choice, candidates, name)
-            self.selected_ = name
         self.calibrated_ = Calibrated(candidates[self.selected_](), cal).fit_from(
             recent, results[self.selected_]
         )
@@ -249,44 +220,6 @@ class AutoForecaster:
             return self.selected_
         simpler = getattr(delegate, "name", type(delegate).__name__)
         return f"{self.selected_} (fell back to {simpler})"
-
-
-def _combination_factory(members: list[str], candidates: dict[str, Factory], name: str) -> Factory:
-    return lambda: Combination([candidates[m]() for m in members], name)
-
-
-def _stitched_factory(choice: list[str], candidates: dict[str, Factory], name: str) -> Factory:
-    return lambda: Stitched({n: candidates[n]() for n in dict.fromkeys(choice)}, choice, name)
-
-
-def _per_step_choice(
-    scores: dict[str, Scores], overall: str, spread: float, margin: float | None
-) -> list[str]:
-    """Per horizon step, the candidate with clearly the lowest pinball over neighbouring steps."""
-    names = list(scores)
-    table = np.vstack([scores[n].pinball for n in names])
-    table = np.where(np.isfinite(table), table, np.inf)
-    steps = table.shape[1]
-    if margin is None:
-        return [overall] * steps
-    choice = []
-    for j in range(steps):
-        lo, hi = math.floor(j * (1.0 - spread)), math.ceil(j * (1.0 + spread)) + 1
-        pooled = table[:, lo:hi].mean(axis=1)
-        best = int(np.argmin(pooled))
-        clearly = pooled[best] < (1.0 - margin) * pooled[names.index(overall)]
-        choice.append(names[best] if clearly else overall)
-    return choice
-
-
-def _stitched_name(choice: list[str]) -> str:
-    runs: list[tuple[str, int, int]] = []
-    for step, name in enumerate(choice, start=1):
-        if runs and runs[-1][0] == name:
-            runs[-1] = (name, runs[-1][1], step)
-        else:
-            runs.append((name, step, step))
-    return "|".join(f"{n}:{a}" if a == b else f"{n}:{a}-{b}" for n, a, b in runs)
 
 
 def _mase_scale(recent: Series) -> float:

@@ -17,6 +17,7 @@ from foreseer.operator.leadtimes import LEAD_RELIST_SECONDS, LeadTime, readiness
 from foreseer.operator.settings import FittingSettings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
+from harness.fakes import settled
 
 DAY = 86400.0
 RECIPE = Recipe(models=("naive", "seasonal_naive"), quantile=0.9, step=60.0, history=DAY,
@@ -109,11 +110,11 @@ async def test_a_dead_fitting_worker_is_replaced_and_fitting_goes_on() -> None:
     fitter = Fitter(FittingSettings(workers=1), fit=fit_or_die)
     try:
         fitter.submit(("ns", "p", "dies"), history(start=-60.0), RECIPE, time.time)
-        await fitter.wait(("ns", "p", "dies"))
-        assert ("ns", "p", "dies") not in fitter
+        await settled(fitter, ("ns", "p", "dies"))
+        assert fitter.get(("ns", "p", "dies")) is None
         fitter.submit(("ns", "p", "lives"), history(), RECIPE, time.time)
-        await fitter.wait(("ns", "p", "lives"))
-        assert ("ns", "p", "lives") in fitter
+        await settled(fitter, ("ns", "p", "lives"))
+        assert fitter.get(("ns", "p", "lives")) is not None
     finally:
         fitter.shutdown()
 
@@ -139,17 +140,17 @@ async def test_fits_start_only_when_a_worker_is_nearly_free_and_first_fits_go_be
         assert fitter.submit(b, history(), RECIPE, time.time, first=True)  # one queued
         assert not fitter.submit(c, history(), RECIPE, time.time, first=True)  # asks again
         gate.set()
-        await fitter.wait(a)
-        await fitter.wait(b)
+        await settled(fitter, a)
+        await settled(fitter, b)
         # c still has no model: a refit of a must wait for it
         assert not fitter.submit(a, history(), RECIPE, time.time)
         assert fitter.submit(c, history(), RECIPE, time.time, first=True)
         assert fitter.submit(d, history(), RECIPE, time.time, first=True)
-        await fitter.wait(c)
-        await fitter.wait(d)
+        await settled(fitter, c)
+        await settled(fitter, d)
         assert fitter.submit(a, history(), RECIPE, time.time)
-        await fitter.wait(a)
-        assert all(key in fitter for key in (a, b, c, d))
+        await settled(fitter, a)
+        assert all(fitter.get(key) is not None for key in (a, b, c, d))
     finally:
         fitter.shutdown()
 
@@ -165,8 +166,8 @@ async def test_after_a_cold_start_the_first_fit_of_a_rising_load_goes_before_a_f
         assert not fitter.submit(flat, history(), RECIPE, time.time, first=True, urgency=0.0)
         assert not fitter.submit(rising, history(), RECIPE, time.time, first=True, urgency=0.5)
         gate.set()
-        await fitter.wait(busy)
-        await fitter.wait(("ns", "queued", "load"))
+        await settled(fitter, busy)
+        await settled(fitter, ("ns", "queued", "load"))
         # The flat load asks first, but the rising one is waiting: it goes first.
         assert not fitter.submit(flat, history(), RECIPE, time.time, first=True, urgency=0.0)
         assert fitter.submit(rising, history(), RECIPE, time.time, first=True, urgency=0.5)
@@ -191,7 +192,7 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
         key = ("ns", "p", "load")
         assert refit_due(None, RECIPE, now=0.0, retrain=3600, drift=False) == "no model yet"
         fitter.submit(key, history(), RECIPE, lambda: 1000.0)
-        await fitter.wait(key)
+        await settled(fitter, key)
         fitted = fitter.get(key)
         assert fitted is not None and fitted.points == 200
         assert refit_due(fitted, RECIPE, 1010.0, 3600, drift=False) is None
@@ -205,8 +206,8 @@ async def test_models_are_refitted_when_stale_or_changed_and_the_lru_stays_bound
 
         for metric in ("a", "b"):
             fitter.submit(("ns", "q", metric), history(), RECIPE, lambda: 1000.0)
-            await fitter.wait(("ns", "q", metric))
-        assert len(fitter) == 2 and key not in fitter  # the least recently used went first
+            await settled(fitter, ("ns", "q", metric))
+        assert len(fitter) == 2 and fitter.get(key) is None  # the least recently used went first
         fitter.forget("ns", "q")
         assert len(fitter) == 0
     finally:

@@ -18,7 +18,7 @@ from foreseer.operator.handlers import Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series
-from harness.fakes import FakeSource, FrozenClock
+from harness.fakes import FakeSource, FrozenClock, settled
 
 DAY = 86400.0
 KEY = ("shop", "web", "rps")
@@ -95,7 +95,7 @@ async def test_the_handler_fits_at_the_policys_horizon_and_history() -> None:
     runtime = runtime_with(fit, cluster, source, clock)
     try:
         await run_ticks(runtime, clock, body(forecast={**FORECAST, "horizon": "30m"}), 1)
-        await runtime.fitter.wait(KEY)
+        await settled(runtime.fitter, KEY)
         fitted = runtime.fitter.get(KEY)
     finally:
         runtime.fitter.shutdown()
@@ -137,7 +137,7 @@ async def test_a_jittering_auto_lead_time_keeps_the_recipe_and_the_model() -> No
             # Pods are listed again after five minutes; each listing moves the lead time.
             await run_ticks(runtime, clock, body(forecast={**FORECAST, "horizon": "auto"}), 1,
                             every=301.0)
-            await runtime.fitter.wait(KEY)
+            await settled(runtime.fitter, KEY)
             horizons.add(runtime.memory("shop", "web").lead.seconds())
     finally:
         runtime.fitter.shutdown()

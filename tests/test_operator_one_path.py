@@ -18,6 +18,7 @@ from foreseer.predictors.series import Series
 from foreseer.simulator.engines import Engine
 from foreseer.simulator.policies import Foreseer
 from foreseer.simulator.simulating import Tick
+from harness.fakes import settled
 
 STEP = 60.0
 START = 1_800_000_000.0 - 86400.0  # a day of history before the first decision
@@ -91,7 +92,7 @@ async def test_the_handler_and_the_simulator_take_the_same_decision_at_every_tic
             simulator_said.append(simulated.decide(Tick(now, history, replicas, replicas)))
             replicas = simulator_said[-1]
             await tick(runtime, policy)
-            await fitter.wait(("shop", "web", "rps"))  # a fit lands before the next tick
+            await settled(fitter, ("shop", "web", "rps"))  # a fit lands before the next tick
             operator_said.append(cluster.replicas)
             status: dict[str, Any] = runtime.memory("shop", "web").state.model_dump(  # type: ignore[union-attr]
                 by_alias=True, exclude_none=True)

@@ -5,12 +5,15 @@ They replace only what is outside the operator; everything of its own runs for r
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from foreseer.lab.waiting import until
 from foreseer.operator.deciding import MetricOutage
+from foreseer.operator.fitting import Fitter, Key
 from foreseer.predictors.series import Series
 
 T0 = 1_800_000_000.0
@@ -103,3 +106,10 @@ class FakeLeases:
     async def delete_lease(self, namespace: str, name: str) -> None:
         self._check()
         self.bodies.pop(name, None)
+
+
+async def settled(fitter: Fitter, key: Key, timeout: float = 60.0) -> None:
+    """Until no fit of ``key`` is under way (it landed or failed): ``may_fit`` at the end of
+    time refuses only while one is pending."""
+    await until(lambda: fitter.may_fit(key, math.inf), timeout, what=f"the fit of {key}",
+                interval=0.01)

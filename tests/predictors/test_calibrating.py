@@ -84,19 +84,11 @@ def test_the_wrapped_prototype_is_never_fitted_itself():
     assert prototype.fits == 0
 
 
-def test_equal_weights_give_the_empirical_quantile_of_the_misses():
+def test_the_offset_is_the_empirical_quantile_of_the_misses():
     errors = np.arange(1.0, 21.0)[:, None]
     result = Backtest(np.arange(20), errors, np.zeros((20, 1)), {0.9: np.zeros((20, 1))})
     # 0.9 * 20 = 18: the 18th smallest, the shift with the least pinball loss on them
     assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 18.0
-
-
-def test_recent_origins_weigh_more_than_old_ones():
-    errors = np.r_[np.full(30, 10.0), np.zeros(30)][:, None]
-    result = Backtest(np.arange(60), errors, np.zeros((60, 1)), {0.9: np.zeros((60, 1))})
-    weights = np.r_[np.full(30, 0.01), np.ones(30)]
-    assert conformal_offsets(result, (0.9,)).at(0.9, 1)[0] == 10.0
-    assert conformal_offsets(result, (0.9,), weights=weights).at(0.9, 1)[0] == 0.0
 
 
 def test_a_run_of_misses_moves_the_target_level_no_further_than_the_limit():

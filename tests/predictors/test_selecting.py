@@ -34,8 +34,8 @@ def test_a_random_walk_picks_the_last_value():
 
 
 def test_scores_are_kept_per_horizon_step_for_every_candidate():
-    model = auto(settings=SelectionSettings(combine=2)).fit(noisy_series(2000))
-    assert set(model.scores_) == {"naive", "mean48", "mean48+naive"}
+    model = auto().fit(noisy_series(2000))
+    assert set(model.scores_) == {"naive", "mean48"}
     for scores in model.scores_.values():
         for metric in (scores.mase, scores.smape, scores.pinball, scores.coverage):
             assert metric.shape == (12,)
@@ -55,34 +55,6 @@ def test_the_served_q90_is_calibrated_not_the_winners_raw_spreadless_one():
     forecast = model.predict(12, (0.9,))
     assert (forecast.quantile(0.9) > forecast.mean).all()
     assert model.calibrated_.offsets_.samples >= 4
-
-
-def test_the_best_candidates_averaged_compete_as_one_more_candidate():
-    # on white noise, each lagged value misses by the noise twice; their mean cancels part of it
-    candidates = {f"lag{i}": (lambda i=i: LastMean(k=1, skip=i)) for i in range(3)}
-    model = auto(candidates, settings=SelectionSettings(combine=3)).fit(noisy_series(2000))
-    assert set(model.selected_.split("+")) == set(candidates)
-    assert model.predict(1).model == model.selected_
-    singles = min(model.scores_[n].pinball.mean() for n in candidates)
-    assert model.scores_[model.selected_].pinball.mean() < singles
-
-
-def test_each_step_takes_the_model_clearly_best_there():
-    # a mean-reverting load: the last value is best for the next step, the mean an hour out
-    rng = np.random.default_rng(4)
-    values = np.empty(3000)
-    values[0] = 0.0
-    for t in range(1, values.size):
-        values[t] = 0.8 * values[t - 1] + rng.standard_normal()
-    series = Series(0.0, 300.0, 100.0 + 10.0 * values)
-    candidates = {"naive": LastMean, "mean": lambda: LastMean(k=500)}
-    model = auto(candidates, settings=SelectionSettings(step_margin=0.1)).fit(series)
-    assert model.selected_.startswith(("naive:1|", "naive:1-"))
-    assert "mean" in model.selected_.split("|")[-1]
-    forecast = model.predict(12, (0.5,))
-    long_mean = series.values[-500:].mean()
-    assert forecast.mean[0] == series.values[-1]
-    assert abs(forecast.mean[-1] - long_mean) < abs(forecast.mean[0] - long_mean)
 
 
 def test_the_default_is_served_unless_another_candidate_clearly_beats_it():
