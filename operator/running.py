@@ -18,6 +18,7 @@ import kopf
 
 from foreseer.operator import handlers, settings, telemetry
 from foreseer.operator.authn import MetricsGuard
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import LoggingSettings, MetricsAuth, ScopeSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -113,14 +114,14 @@ async def operate(
     *,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
-    runtime: handlers.Runtime | None = None,
+    runtime: Runtime | None = None,
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or for ever, until cancelled).
 
     Credentials come from Kopf's discovery: the in-cluster service account, else
     the kubeconfig (``KUBECONFIG``). ``runtime`` lets tests and the benchmark look inside.
     """
-    runtime = runtime or handlers.Runtime.create(config)
+    runtime = runtime or Runtime.create(config)
     registry = handlers.build_registry()
     try:
         guard = (MetricsGuard(runtime.cluster)

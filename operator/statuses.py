@@ -12,9 +12,10 @@ is exact. The engine receives ``now`` as an argument and never reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -221,3 +222,43 @@ class ScalingPolicyStatus(StatusModel):
         default_factory=list,
         # One condition per type, merged by type under server-side apply (as metav1.Condition).
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+
+
+def substance(status: Mapping[str, Any]) -> Any:
+    """What of a status dump is worth a write as soon as it changes (the VPA recommender's
+    semantic equality): everything but the numbers that move on every tick without changing
+    a decision. Those are the time of each recommendation (their values count), the forecast's
+    value and error, the reason text and the condition messages (their type, status and
+    reason count)."""
+    essence = dict(status)
+    recommendation = dict(essence.get("recommendation") or {})
+    recommendation.pop("reason", None)
+    essence["recommendation"] = recommendation
+    forecast = essence.get("forecast")
+    if forecast:
+        essence["forecast"] = {k: v for k, v in forecast.items() if k not in ("value", "mase")}
+    history = dict(essence.get("history") or {})
+    history["recommendations"] = [r.get("replicas")
+                                  for r in history.get("recommendations", [])]
+    essence["history"] = history
+    essence["conditions"] = [(c.get("type"), c.get("status"), c.get("reason"))
+                             for c in essence.get("conditions", [])]
+    return essence
+
+
+def changed_conditions(old: list[Condition], new: list[Condition]) -> list[Condition]:
+    changed = []
+    for condition in new:
+        before = get_condition(old, condition.type)
+        if before is None or (before.status, before.reason) != (condition.status,
+                                                                condition.reason):
+            changed.append(condition)
+    return changed
+
+
+def is_bad(condition: Condition) -> bool:
+    """Whether a condition change is a Warning Event: any type turning not-True, except
+    ScalingLimited, where a guard holding the replicas back is normal operation."""
+    if condition.type == ConditionType.SCALING_LIMITED:
+        return False
+    return condition.status != ConditionStatus.TRUE

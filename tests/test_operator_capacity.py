@@ -13,7 +13,7 @@ from test_operator_cycle import FakeCluster, body, cluster, run_ticks, runtime
 
 from foreseer.operator.capacities import DRIFT_INTERVALS
 from foreseer.operator.deciding import MetricOutage
-from foreseer.operator.handlers import Runtime
+from foreseer.operator.runtime import Runtime
 from foreseer.predictors.series import Series
 from harness.fakes import FrozenClock
 

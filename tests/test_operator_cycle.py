@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from foreseer.operator import handlers
+from foreseer.operator import cycle
+from foreseer.operator import runtime as runtimes
 from foreseer.operator.clusters import ClusterError, Scale
+from foreseer.operator.cycle import tick
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import Recipe
-from foreseer.operator.handlers import Runtime, tick
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.scoping import QueryScope
 from foreseer.operator.settings import FittingSettings, PrometheusSettings, Settings
 from foreseer.operator.specs import ScaleTargetRef
@@ -183,7 +185,7 @@ async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_an
 async def test_a_steady_policy_writes_its_status_only_when_it_changes_or_every_ten_minutes(
         runtime: Runtime, clock: FrozenClock, cluster: FakeCluster) -> None:
     await run_ticks(runtime, clock, body(mode="Reactive"), 120)  # one hour at 30 s
-    assert len(cluster.status_writes) == 1 + 3600 // handlers.STATUS_REFRESH_SECONDS
+    assert len(cluster.status_writes) == 1 + 3600 // cycle.STATUS_REFRESH_SECONDS
 
 
 async def test_a_change_in_substance_is_written_at_once(
@@ -289,9 +291,9 @@ async def test_a_hostile_spec_past_the_crd_is_refused_and_nothing_is_read(
     source = RecordingSource()
     runtime.prometheus = source  # type: ignore[assignment]
     policy = body(**hostile)
-    await handlers.check_spec(runtime, policy, policy["spec"], 1, {})
+    await cycle.check_spec(runtime, policy, policy["spec"], 1, {})
     wait = await tick(runtime, policy)
-    assert source.asked == [] and wait == handlers.INVALID_RECHECK_SECONDS
+    assert source.asked == [] and wait == cycle.INVALID_RECHECK_SECONDS
     assert ready(cluster)["reason"] == "InvalidSpec"
 
 
@@ -395,7 +397,7 @@ async def test_the_hpas_of_a_namespace_are_listed_once_per_period_for_all_its_po
     for policy in policies:
         await tick(runtime, policy)
     assert cluster.hpa_lists == 1
-    clock.now += handlers.AUTOSCALERS_RECHECK_SECONDS
+    clock.now += runtimes.AUTOSCALERS_RECHECK_SECONDS
     for policy in policies:
         await tick(runtime, policy)
     assert cluster.hpa_lists == 2

@@ -14,7 +14,7 @@ from test_operator_cycle import FakeCluster, body, inline_pool, run_ticks
 
 from foreseer.operator.fitting import Fitter, fit_forecaster
 from foreseer.operator.forecasting import Recipe, backtest_steps
-from foreseer.operator.handlers import Runtime
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.series import Series

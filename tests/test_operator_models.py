@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from test_operator_cycle import FakeCluster, body, failing_fit, inline_pool, run_ticks
 
+from foreseer.operator.cycle import roll_back
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import Fitted, LiveError, Recipe, worse_than_before
-from foreseer.operator.handlers import PolicyMemory, Runtime, roll_back
 from foreseer.operator.modelstore import ModelRefused, ModelStore
+from foreseer.operator.runtime import PolicyMemory, Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.predictors.forecasts import Forecaster
 from foreseer.predictors.naive import Naive

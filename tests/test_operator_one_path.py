@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from test_operator_cycle import FakeCluster, body, inline_pool
 
+from foreseer.operator.cycle import tick
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import history_grid
-from foreseer.operator.handlers import Runtime, tick
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.operator.specs import ScalingPolicySpec
 from foreseer.predictors.series import Series

@@ -23,9 +23,10 @@ from test_operator_cycle import (
 )
 
 from foreseer.operator.clusters import ClusterError
+from foreseer.operator.cycle import tick
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.handlers import Runtime, tick
 from foreseer.operator.leases import Sharder
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import FittingSettings, Settings, ShardingSettings
 from foreseer.operator.sharding import shard_of
 from harness.fakes import FakeLeases, FakeSource, FrozenClock

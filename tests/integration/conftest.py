@@ -15,8 +15,8 @@ from foreseer.lab.emulator import Emulator
 from foreseer.lab.exporter import Exporter
 from foreseer.lab.prometheus import PrometheusServer
 from foreseer.lab.workloads import DeploymentController
-from foreseer.operator.handlers import Runtime
 from foreseer.operator.running import operate
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import (
     FittingSettings,
     MetricsAuth,

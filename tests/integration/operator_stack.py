@@ -16,7 +16,7 @@ from foreseer.lab.exporter import Exporter, Workload
 from foreseer.lab.prometheus import PrometheusServer
 from foreseer.lab.waiting import until
 from foreseer.lab.workloads import ready_replicas
-from foreseer.operator.handlers import Runtime
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 
 POLICIES = kmock.resource(GROUP, VERSION, PLURAL)

@@ -17,8 +17,9 @@ import pytest
 
 from foreseer.lab.emulator import DEPLOYMENTS, EVENTS, Emulator, Fault, deployment
 from foreseer.operator.clusters import Cluster
+from foreseer.operator.cycle import tick
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.handlers import Runtime, tick
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import FittingSettings, Settings
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 from foreseer.operator.statuses import to_time

@@ -14,9 +14,10 @@ from test_integration_fencing import inline_pool
 
 from foreseer.lab.emulator import DEPLOYMENTS, Emulator, deployment
 from foreseer.operator.clusters import Cluster
+from foreseer.operator.cycle import tick
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.handlers import Runtime, tick
 from foreseer.operator.leases import GROUP_LABEL, Sharder
+from foreseer.operator.runtime import Runtime
 from foreseer.operator.settings import FittingSettings, Settings, ShardingSettings
 from foreseer.operator.sharding import shard_of
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
