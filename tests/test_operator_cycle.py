@@ -21,13 +21,14 @@ from foreseer.operator.clusters import ClusterError, Scale
 from foreseer.operator.cycle import tick
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.fitting import Fitter
-from foreseer.operator.forecasting import Recipe
+from foreseer.operator.forecasting import Recipe, history_grid
 from foreseer.operator.runtime import Runtime
 from foreseer.operator.scoping import QueryScope
 from foreseer.operator.settings import FittingSettings, PrometheusSettings, Settings
 from foreseer.operator.specs import ScaleTargetRef
+from foreseer.predictors.forecasts import Forecast
 from foreseer.predictors.series import Series
-from harness.fakes import FakeSource, FrozenClock
+from harness.fakes import T0, FakeSource, FrozenClock, settled
 
 
 class FakeCluster:
@@ -42,11 +43,14 @@ class FakeCluster:
         self.hpas: list[tuple[str, str, str, str]] = []
         self.hpa_lists = 0
         self.fail_hpas: Exception | None = None
+        self.fail_scale: Exception | None = None
 
     async def read_scale(self, namespace: str, ref: ScaleTargetRef) -> Scale:
         return Scale(self.replicas, self.replicas, "app=web", "1")
 
     async def patch_scale(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> Scale:
+        if self.fail_scale is not None:
+            raise self.fail_scale
         self.replicas = replicas
         return await self.read_scale(namespace, ref)
 
@@ -180,6 +184,83 @@ async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_an
     assert "fitting failed: ValueError: the history holds no usable sample" in trust["message"]
     assert not runtime.fitter.may_fit(("shop", "web", "rps"), clock.now)  # backs off
     assert runtime.fitter.may_fit(("shop", "web", "rps"), clock.now + 301)
+
+
+async def test_a_failed_scale_is_a_warning_the_status_keeps_the_old_count_and_the_breaker_counts_it(
+        runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
+    cluster.fail_scale = ClusterError("PATCH scale failed with 422: invalid", 422)
+    source.value = 550.0  # asks for 6 replicas
+    await run_ticks(runtime, clock, body(mode="Reactive"), 1)
+    assert cluster.replicas == 2
+    failed = [(m, w) for r, m, w in cluster.events if r == "ScaleFailed"]
+    assert failed == [("could not scale Deployment/web from 2 to 6: PATCH scale failed with "
+                       "422: invalid", True)]
+    status = cluster.status_writes[-1]
+    assert status["breaker"]["failures"] == 1
+    assert not status["history"].get("scaleEvents")  # no scale that never happened
+    cluster.fail_scale = None
+    await run_ticks(runtime, clock, body(mode="Reactive"), 1)
+    assert cluster.replicas == 6
+    assert cluster.status_writes[-1]["breaker"]["failures"] == 0
+
+
+def ramp(t: float) -> float:
+    """A load rising by 60 per minute: one replica's worth every 100 s."""
+    return 100.0 + (t - T0)
+
+
+class Ramp(FakeSource):
+    """Prometheus, as the ramp goes: its value now and its history up to now, on the grid
+    the real source reads it on."""
+
+    async def current(self, query: str, now: float, *,
+                      tenant: str | None = None) -> float | MetricOutage:
+        return ramp(now)
+
+    async def history(self, key: tuple[str, str, str], query: str, *, step: float,
+                      window: float, now: float, tenant: str | None = None) -> Series | None:
+        first, points = history_grid(now, step, window)
+        return Series(first, step, np.array([ramp(first + i * step) for i in range(points)]))
+
+
+class Oracle:
+    """A fitted forecaster that knows the ramp: its forecasts are exact."""
+
+    def fit(self, series: Series) -> Oracle:
+        return self
+
+    def update(self, series: Series) -> Oracle:
+        self.history_ = series
+        return self
+
+    def predict(self, horizon_steps: int, quantiles: Any = (0.5, 0.9)) -> Forecast:
+        h = self.history_
+        values = np.array([ramp(h.end + k * h.step) for k in range(horizon_steps)])
+        return Forecast(h.end, h.step, values, {q: values for q in quantiles},
+                        model="oracle")
+
+
+async def test_a_trusted_forecast_scales_up_ahead_of_a_rising_load_and_says_so(
+        clock: FrozenClock, cluster: FakeCluster) -> None:
+    fitter = Fitter(FittingSettings(), pool=inline_pool, fit=lambda s, r: (Oracle(), 0.1))
+    runtime = Runtime(settings=Settings(), prometheus=Ramp(),  # type: ignore[arg-type]
+                      cluster=cluster, fitter=fitter, clock=clock)  # type: ignore[arg-type]
+    policy = body(maxReplicas=50, forecast={"horizon": "3m"})
+    try:
+        await run_ticks(runtime, clock, policy, 1)
+        first = cluster.status_writes[-1]["recommendation"]
+        assert "forecast" not in first.get("limitedBy", []) and first["raw"] == first["reactive"]
+        await settled(fitter, ("shop", "web", "rps"))
+        await run_ticks(runtime, clock, policy, 20)  # ten minutes: forecasts scored live
+    finally:
+        fitter.shutdown()
+    status = cluster.status_writes[-1]
+    recommendation = status["recommendation"]
+    assert status["forecast"]["trusted"] and status["forecast"]["model"] == "oracle"
+    # three minutes ahead the ramp needs about 180 more load: two replicas more than now
+    assert recommendation["predictive"] >= recommendation["reactive"] + 1
+    assert recommendation["raw"] == recommendation["predictive"]
+    assert recommendation["reason"].startswith("predictive: trusted forecasts (rps)")
 
 
 async def test_a_steady_policy_writes_its_status_only_when_it_changes_or_every_ten_minutes(
