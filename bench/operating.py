@@ -50,6 +50,7 @@ from tqdm import tqdm
 from foreseer.lab.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
 from foreseer.lab.exporter import Exporter, Workload
 from foreseer.lab.prometheus import PrometheusServer, free_port, openmetrics
+from foreseer.lab.waiting import until
 from foreseer.operator.specs import GROUP, PLURAL, VERSION
 
 HERE = Path(__file__).resolve().parent
@@ -288,29 +289,26 @@ async def measure(
             )
             try:
                 metrics_url = f"http://127.0.0.1:{port}/metrics"
-                await _wait_healthy(f"http://127.0.0.1:{port}/healthz", deadline=60)
+                await wait_healthy(f"http://127.0.0.1:{port}/healthz", deadline=60)
                 for i in range(count):
-                    await emulator.create_object(POLICIES, _policy(i, interval))
+                    await emulator.create_object(POLICIES, policy_body(i, interval))
                 # Warm-up: every policy has ticked at least once (status written).
-                await _wait_for(
-                    lambda: _ticked(emulator, count),
-                    10 * interval + 120,
-                    f"{count} policies' first ticks",
-                )
+                await until(lambda: all_ticked(emulator, count), 10 * interval + 120,
+                            f"{count} policies' first ticks", interval=0.5)
                 warming = time.monotonic()
                 await _wait_forecasting(metrics_url, count, fit_deadline, interval)
                 warmup = time.monotonic() - warming
                 await asyncio.sleep(interval)  # one more interval to settle the first ticks
                 started = time.monotonic()
-                before, cpu_before = await _scrape(metrics_url), _cpu_seconds(operator.pid)
-                workers_before = _workers_cpu_seconds(operator.pid)
+                before, cpu_before = await scrape(metrics_url), cpu_seconds(operator.pid)
+                workers_before = workers_cpu_seconds(operator.pid)
                 harness_before = time.process_time()
                 await asyncio.sleep(intervals * interval)
                 elapsed = (time.monotonic() - started) / interval  # intervals, really
-                after, cpu_after = await _scrape(metrics_url), _cpu_seconds(operator.pid)
-                workers_cpu = _workers_cpu_seconds(operator.pid) - workers_before
+                after, cpu_after = await scrape(metrics_url), cpu_seconds(operator.pid)
+                workers_cpu = workers_cpu_seconds(operator.pid) - workers_before
                 harness_cpu = time.process_time() - harness_before
-                rss, operator_rss = _rss_mb(operator.pid), _rss_mb(operator.pid, children=False)
+                rss, operator_rss = rss_mb(operator.pid), rss_mb(operator.pid, children=False)
                 pss = _pss_mb(operator.pid)
             finally:
                 operator.send_signal(signal.SIGTERM)
@@ -344,7 +342,7 @@ async def measure(
             1000 * _quantile(_delta(after, before, "foreseer_tick_seconds"), 0.5), 2
         ),
         fit_cpu_seconds_per_tick=round(workers_cpu / elapsed, 3),
-        forecasting=_forecasting(after),
+        forecasting=forecasting_count(after),
         ticks=ticks,
         ticks_per_policy_interval=round(ticks / (count * elapsed), 3),
         fits=fits,
@@ -356,7 +354,7 @@ async def measure(
     )
 
 
-def _policy(i: int, interval: float) -> dict[str, Any]:
+def policy_body(i: int, interval: float) -> dict[str, Any]:
     name, namespace = f"app-{i}", f"ns-{i % 10}"
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -379,21 +377,13 @@ def _policy(i: int, interval: float) -> dict[str, Any]:
     }
 
 
-def _ticked(emulator: Any, count: int) -> bool:
+def all_ticked(emulator: Any, count: int) -> bool:
     done = emulator.count_objects(
         POLICIES, lambda body: bool((body.get("status") or {}).get("recommendation")))
     return bool(done >= count)
 
 
-async def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
-        await asyncio.sleep(0.5)
-
-
-def _forecasting(samples: Samples) -> int:
+def forecasting_count(samples: Samples) -> int:
     """Policies with a forecast value on /metrics: those holding a fitted model."""
     return len({(dict(labels)["namespace"], dict(labels)["policy"])
                 for (name, labels) in samples if name == "foreseer_forecast_value"})
@@ -404,14 +394,14 @@ async def _wait_forecasting(url: str, count: int, deadline: float, every: float)
     end = time.monotonic() + deadline
     with tqdm(total=count, disable=not sys.stderr.isatty(), unit="model", leave=False) as bar:
         while True:
-            forecasting = _forecasting(await _scrape(url))
+            forecasting = forecasting_count(await scrape(url))
             bar.update(forecasting - bar.n)
             if forecasting >= count or time.monotonic() > end:
                 return
             await asyncio.sleep(every)
 
 
-async def _wait_healthy(url: str, deadline: float) -> None:
+async def wait_healthy(url: str, deadline: float) -> None:
     end = time.monotonic() + deadline
     async with aiohttp.ClientSession() as session:
         while True:
@@ -429,7 +419,7 @@ async def _wait_healthy(url: str, deadline: float) -> None:
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-async def _scrape(url: str) -> Samples:
+async def scrape(url: str) -> Samples:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         text = await response.text()
     samples: Samples = {}
@@ -488,15 +478,15 @@ def _pids(pid: int) -> Iterable[int]:
             yield from _pids(int(child))
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of the process itself (not its fitting workers)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _workers_cpu_seconds(pid: int) -> float:
+def workers_cpu_seconds(pid: int) -> float:
     """CPU seconds of every process under the operator (its fitting workers)."""
-    return sum(_cpu_seconds(child) for child in _pids(pid) if child != pid)
+    return sum(cpu_seconds(child) for child in _pids(pid) if child != pid)
 
 
 def _pss_mb(pid: int) -> float:
@@ -504,7 +494,7 @@ def _pss_mb(pid: int) -> float:
     return _summed_mb(_pids(pid), "smaps_rollup", "Pss:")
 
 
-def _rss_mb(pid: int, children: bool = True) -> float:
+def rss_mb(pid: int, children: bool = True) -> float:
     """Resident memory of the operator and (with ``children``) every process under it."""
     return _summed_mb(_pids(pid) if children else [pid], "status", "VmRSS:")
 

@@ -46,20 +46,20 @@ import kmock
 from foreseer.bench.operating import (
     POLICIES,
     Samples,
-    _cpu_seconds,
-    _forecasting,
-    _policy,
-    _rss_mb,
-    _scrape,
-    _ticked,
-    _wait_for,
-    _wait_healthy,
-    _workers_cpu_seconds,
+    all_ticked,
+    cpu_seconds,
     daily,
+    forecasting_count,
     lab,
+    policy_body,
+    rss_mb,
+    scrape,
+        wait_healthy,
+    workers_cpu_seconds,
 )
 from foreseer.lab.emulator import DEPLOYMENTS, EVENTS
 from foreseer.lab.prometheus import free_port
+from foreseer.lab.waiting import until
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {
@@ -139,7 +139,7 @@ def ticks(samples: Samples) -> dict[tuple[str, str], float]:
 
 
 async def scrape_all(replicas: Sequence[Replica]) -> dict[str, Samples]:
-    return {r.identity: await _scrape(f"{r.url}/metrics") for r in replicas
+    return {r.identity: await scrape(f"{r.url}/metrics") for r in replicas
             if r.process.poll() is None}
 
 
@@ -166,19 +166,19 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         for i in range(args.replicas)]
             try:
                 for r in replicas:
-                    await _wait_healthy(f"{r.url}/healthz", deadline=60)
+                    await wait_healthy(f"{r.url}/healthz", deadline=60)
                 for i in range(count):
-                    await emulator.create_object(POLICIES, _policy(i, interval))
-                await _wait_for(lambda: _ticked(emulator, count), 10 * interval + 120,
-                                f"{count} policies' first ticks")
+                    await emulator.create_object(POLICIES, policy_body(i, interval))
+                await until(lambda: all_ticked(emulator, count), 10 * interval + 120,
+                            f"{count} policies' first ticks", interval=0.5)
                 warming = time.monotonic()
                 await wait_forecasting(replicas, count, args.fit_deadline, interval)
                 warmup = time.monotonic() - warming
 
                 # Steady state: cost per replica, ownership, API writes.
                 before = await scrape_all(replicas)
-                cpu_before = {r.identity: _cpu_seconds(r.process.pid)
-                              + _workers_cpu_seconds(r.process.pid) for r in replicas}
+                cpu_before = {r.identity: cpu_seconds(r.process.pid)
+                              + workers_cpu_seconds(r.process.pid) for r in replicas}
                 changes = [emulator.subscribe(r) for r in WRITTEN]
                 started = time.monotonic()
                 await asyncio.sleep(args.intervals * interval)
@@ -187,11 +187,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 api_writes = sum(queue.qsize() for queue in changes)
                 for queue in changes:
                     emulator.unsubscribe(queue)
-                cpu = {r.identity: (_cpu_seconds(r.process.pid)
-                                    + _workers_cpu_seconds(r.process.pid)
+                cpu = {r.identity: (cpu_seconds(r.process.pid)
+                                    + workers_cpu_seconds(r.process.pid)
                                     - cpu_before[r.identity]) / (elapsed / interval)
                        for r in replicas}
-                rss = {r.identity: _rss_mb(r.process.pid) for r in replicas}
+                rss = {r.identity: rss_mb(r.process.pid) for r in replicas}
                 acted = ticked_by(before, after)
                 lost = [p for p in every if not acted.get(p)]
                 double = [p for p in every if len(acted.get(p, ())) > 1]
@@ -212,12 +212,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 # Rolling restart of every replica (the killed one comes back first).
                 replicas[0] = start(victim.identity, args.replicas, args, prometheus.url,
                                     kubeconfig, workdir)
-                await _wait_healthy(f"{replicas[0].url}/healthz", deadline=60)
+                await wait_healthy(f"{replicas[0].url}/healthz", deadline=60)
                 for k in range(1, len(replicas)):
                     stop(replicas[k])
                     replicas[k] = start(replicas[k].identity, args.replicas, args,
                                         prometheus.url, kubeconfig, workdir)
-                    await _wait_healthy(f"{replicas[k].url}/healthz", deadline=60)
+                    await wait_healthy(f"{replicas[k].url}/healthz", deadline=60)
                 restarted = time.monotonic()
                 covered = await wait_forecasting(replicas, count, args.fit_deadline, 5.0)
                 warm_restart = None if covered is None else covered - restarted
@@ -267,7 +267,7 @@ async def wait_forecasting(replicas: Sequence[Replica], count: int, deadline: fl
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         samples = await scrape_all(replicas)
-        if sum(_forecasting(s) for s in samples.values()) >= count:
+        if sum(forecasting_count(s) for s in samples.values()) >= count:
             return time.monotonic()
         await asyncio.sleep(every)
     return None

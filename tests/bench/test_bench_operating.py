@@ -6,16 +6,16 @@ import os
 from foreseer.bench.operating import (
     _buckets,
     _delta,
-    _forecasting,
     _pss_mb,
     _quantile,
-    _rss_mb,
+    forecasting_count,
     markdown,
+    rss_mb,
 )
 
 
 def scrape(histogram: str, policies: dict[str, dict[str, float]]) -> dict:
-    """Samples as `_scrape` returns them: cumulative buckets per policy."""
+    """Samples as `scrape` returns them: cumulative buckets per policy."""
     samples = {}
     for policy, buckets in policies.items():
         for le, count in buckets.items():
@@ -57,7 +57,7 @@ def test_the_table_says_how_many_ticks_completed_and_how_many_policies_forecast(
 def test_proportional_memory_counts_shared_pages_once_so_it_is_at_most_resident_memory() -> None:
     # Both over the same processes: earlier tests may leave worker processes under this one.
     own = os.getpid()
-    assert 0 < _pss_mb(own) <= _rss_mb(own, children=True)
+    assert 0 < _pss_mb(own) <= rss_mb(own, children=True)
 
 
 def test_a_policy_forecasts_when_it_has_a_forecast_value_whatever_its_other_series() -> None:
@@ -67,4 +67,4 @@ def test_a_policy_forecasts_when_it_has_a_forecast_value_whatever_its_other_seri
         ("foreseer_forecast_value", (("metric", "load"), ("namespace", "b"), ("policy", "p"))): 3.0,
         ("foreseer_replicas", (("namespace", "c"), ("policy", "q"))): 4.0,
     }
-    assert _forecasting(samples) == 2
+    assert forecasting_count(samples) == 2
