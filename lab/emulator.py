@@ -91,7 +91,7 @@ import jsonschema
 import kmock
 import multidict
 import yaml
-from kmock._internal import apps, dicts, rendering
+from kmock._internal import apps, rendering
 
 from foreseer.lab.crd_validation import as_json_schema, cel_errors
 from foreseer.operator.crds import crd
@@ -845,7 +845,7 @@ class Emulator(kmock.KubernetesEmulator):
             if not isinstance(data, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be an object")
             # Strategic merge is treated as a merge patch: right for every field foreseer writes.
-            proposed = dict(dicts.merge_patch_dict(current, data))
+            proposed = _merge_patch(current, data)
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
         if not isinstance(proposed, dict):
@@ -1072,6 +1072,31 @@ def _decoded(request: rendering.Request) -> Any:
         return _strict_json(request.body)
     except _NotJsonError as exc:
         raise _undecodable(request.method.value, exc) from exc
+
+
+def _merge_patch(value: Mapping[str, Any], patch: Mapping[str, Any]) -> Body:
+    """`value` merge-patched with `patch` (RFC 7386), as this emulator has always merged (kmock's
+    merge): a None deletes its key, a mapping merges into a mapping, anything else replaces;
+    the keys keep `value`'s order, new ones after. Nothing is copied that did not change.
+    A mapping never replaces a scalar, nor a scalar a mapping: ValueError."""
+    result: Body = {}
+    for key in [*value, *(key for key in patch if key not in value)]:
+        if key not in patch:
+            result[key] = value[key]
+        elif patch[key] is None:
+            continue
+        elif key not in value:
+            new = patch[key]
+            result[key] = _merge_patch({}, new) if isinstance(new, Mapping) else new
+        elif isinstance(value[key], Mapping) and isinstance(patch[key], Mapping):
+            result[key] = _merge_patch(value[key], patch[key])
+        elif isinstance(value[key], Mapping):
+            raise ValueError(f"Cannot patch a dict by a scalar: {value[key]!r} << {patch[key]!r}")
+        elif isinstance(patch[key], Mapping):
+            raise ValueError(f"Cannot patch a scalar by a dict: {value[key]!r} << {patch[key]!r}")
+        else:
+            result[key] = patch[key]
+    return result
 
 
 def _status_response(exc: kmock.KubernetesError) -> aiohttp.web.Response:
