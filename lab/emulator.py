@@ -1,10 +1,12 @@
-"""kmock's KubernetesEmulator, made realistic where foreseer and Kopf depend on API semantics.
+"""A Kubernetes API emulator, realistic where foreseer and Kopf depend on API semantics.
 
-The stock emulator (kmock 0.8) is an in-memory dict store: it sets no resourceVersion, uid or
-generation, ignores generateName, merges /status and /scale into the object, returns the whole
-Deployment from /scale, never answers 409, and crashes on ``GET /api/v1/namespaces``. An
+kmock's stock KubernetesEmulator (0.8) is an in-memory dict store: it sets no resourceVersion,
+uid or generation, ignores generateName, merges /status and /scale into the object, returns the
+whole Deployment from /scale, never answers 409, and crashes on ``GET /api/v1/namespaces``. An
 autoscaler that is only tested against that would never see the failures it must survive, so
-`Emulator` serves every object request itself (discovery and non-object paths stay kmock's):
+`Emulator` builds on kmock's stateless ``KubernetesScaffold`` through its public API only and
+serves every object request and every group version's resource list itself (the root, group and
+version discovery, and non-object paths stay kmock's):
 
 - ``metadata.resourceVersion`` from one cluster-wide counter, changed on every write; ``uid``;
   ``creationTimestamp``; ``generation`` bumped only when something besides metadata/status changes.
@@ -80,8 +82,9 @@ import json
 import pathlib
 import random
 import re
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -91,7 +94,6 @@ import jsonschema
 import kmock
 import multidict
 import yaml
-from kmock._internal import apps, dicts, rendering
 
 from foreseer.lab.crd_validation import as_json_schema, cel_errors
 from foreseer.operator.crds import crd
@@ -108,9 +110,18 @@ TOKEN_REVIEWS = kmock.resource("authentication.k8s.io", "v1", "tokenreviews")
 ACCESS_REVIEWS = kmock.resource("authorization.k8s.io", "v1", "subjectaccessreviews")
 _REVIEW_KINDS = {TOKEN_REVIEWS: "TokenReview", ACCESS_REVIEWS: "SubjectAccessReview"}
 
-# kmock's URL parser raises on a bare /api/v1/namespaces (it expects a namespace name after it),
-# so namespace requests are recognised here, before kmock parses anything.
+# The paths of objects, served here: namespaces first (a bare /api/v1/namespaces is their list),
+# then any resource's, e.g. /apis/apps/v1/namespaces/shop/deployments/web/scale.
 _NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?")
+_OBJECT_PATH = re.compile(
+    r"/(?:api/(?P<core>[^/]+)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<subresource>[^/]+(?:/[^/]+)*))?)?/?")
+# A group version's APIResourceList, served here (GET only, on the paths kmock would serve it),
+# and the other discovery paths, which kmock serves.
+_VERSION_PATH = re.compile(r"/api/(?P<core>[^/]+)|/apis/(?P<group>[^/]+)/(?P<version>[^/]+)")
+_DISCOVERY_PATH = re.compile(
+    r"/api/(?P<core>[^/]+)/?|/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?/?")
 # The alphabet and length the API server uses for generateName suffixes (no vowels: no words).
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _MERGE_TYPES = {"application/merge-patch+json", "application/json"}
@@ -278,7 +289,7 @@ class Fault:
     hits: int = 0
     """How many requests this fault has hit so far (for assertions)."""
 
-    def matches(self, request: rendering.Request) -> bool:
+    def matches(self, request: kmock.Request) -> bool:
         return (
             self.hits < self.times
             and request.method.value == self.method
@@ -321,17 +332,19 @@ class _Watcher:
 
 
 @attrs.define(kw_only=True)
-class Emulator(kmock.KubernetesEmulator):
-    """A KubernetesEmulator with real API semantics for objects (see the module docstring).
+class Emulator(kmock.KubernetesScaffold):
+    """kmock's Kubernetes scaffold with real API semantics for objects (see the module docstring).
 
-    Objects stay visible to assertions through kmock's ``emulator.objects[resource, ns, name]``
-    (with their version history); `get` returns the current body as a plain dict.
+    Objects stay visible to assertions in ``emulator.objects[resource, ns, name]``, a kmock
+    ObjectsArray (with their version history); `read_object` returns the current body as a
+    plain dict.
     """
 
     history_limit: int = 100
     """Versions kept per object in ``objects[...].history``; bounds memory in long benchmarks."""
     request_log_limit: int = 10_000
-    """Requests kept in ``emulator.requests`` for assertions; bounds memory likewise."""
+    """Requests kept for assertions (iterate the emulator: ``[r for r in emulator if
+    r.method.value == "PATCH"]``); bounds memory likewise."""
     watch_log_limit: int = 10_000
     """Events kept per resource for watches that resume from a resourceVersion (older: 410)."""
     tokens: dict[str, Body] = attrs.field(factory=dict)
@@ -346,6 +359,10 @@ class Emulator(kmock.KubernetesEmulator):
     """Every ``Warning`` header sent, as "METHOD path: warning" (e.g. a pruned unknown field
     that the client may not have meant to lose); bounded like the request log."""
 
+    _received: collections.deque[kmock.Request] = attrs.field(
+        default=attrs.Factory(lambda self: collections.deque(maxlen=self.request_log_limit),
+                              takes_self=True), init=False)
+    _request_ids: Iterator[int] = attrs.field(factory=itertools.count, init=False)
     _counter: Callable[[], int] = attrs.field(factory=lambda: itertools.count(1).__next__,
                                               init=False)
     _revision: int = attrs.field(default=0, init=False)
@@ -359,7 +376,11 @@ class Emulator(kmock.KubernetesEmulator):
     _columns: dict[kmock.resource, list[Body]] = attrs.field(factory=dict, init=False)
     _schemas: dict[kmock.resource, _Schema] = attrs.field(factory=dict, init=False)
     _closing: bool = attrs.field(default=False, init=False)
-    # The current body of every live object, by resource: kmock's store keeps each object's
+    objects: kmock.ObjectsArray = attrs.field(factory=kmock.ObjectsArray, init=False)
+    """Every object ever stored, with its version history (bounded by `history_limit`)."""
+    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    """Held while objects are read or written: a request sees one consistent store."""
+    # The current body of every live object, by resource: `objects` keeps each object's
     # whole version history behind views that are slow to walk, and a list or watch would
     # otherwise scan every object of every resource (thousands of Events in a benchmark).
     _live: dict[kmock.resource, dict[tuple[str | None, str], Body]] = attrs.field(
@@ -523,45 +544,81 @@ class Emulator(kmock.KubernetesEmulator):
 
     # ---- HTTP entry points ------------------------------------------------------------------
 
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
-        """kmock's APIResourceList as a real server writes it, so kubectl can map names: the
-        core groupVersion is "v1" (not "/v1"), and subresources have no short names or
-        categories of their own, the verbs they serve, and Scale as the kind of /scale."""
-        listing: Any = await super()._serve_version(request)
-        listing["groupVersion"] = listing["groupVersion"].lstrip("/")  # the core group is "v1"
-        for entry in listing["resources"]:
-            if "/" in entry["name"]:
-                scale = entry["name"].endswith("/scale")
-                entry.update(shortNames=[], categories=[], singularName="",
-                             verbs=["get", "patch", "update"],
-                             kind="Scale" if scale else entry["kind"])
-                if scale:
+    def _resource_list(self, path: str) -> Body | None:
+        """The APIResourceList of a group version, as a real server writes it so kubectl can map
+        names: the core groupVersion is "v1", and subresources have no short names or
+        categories of their own, the verbs they serve, and Scale as the kind of /scale. None
+        for a path that names no group version, or for a group version that serves nothing
+        (kmock answers those: 404 for a group of its own)."""
+        match = _VERSION_PATH.fullmatch(path)
+        if match is None:
+            return None
+        group, version = _group_version(match)
+        served = sorted((res for res in self.resources
+                         if res.group == group and res.version == version), key=str)
+        if not served and group:
+            return None
+        entries: list[Body] = []
+        for resource in served:
+            info, plural = self.resources[resource], str(resource.plural)
+            kind = info.kind if info.kind is not None else plural.capitalize()
+            entries.append({
+                "name": plural, "kind": kind,
+                "singularName": info.singular if info.singular is not None else plural,
+                "shortNames": sorted(info.shortnames), "categories": sorted(info.categories),
+                "verbs": sorted(info.verbs), "namespaced": info.namespaced})
+            for sub in sorted(info.subresources):
+                entry = {"name": f"{plural}/{sub}", "kind": "Scale" if sub == "scale" else kind,
+                         "singularName": "", "shortNames": [], "categories": [],
+                         "verbs": ["get", "patch", "update"], "namespaced": info.namespaced}
+                if sub == "scale":
                     entry.update(group="autoscaling", version="v1")
-        return listing  # type: ignore[no-any-return]
+                entries.append(entry)
+        return {"apiVersion": "v1", "kind": "APIResourceList",
+                "groupVersion": f"{group}/{version}".lstrip("/"), "resources": entries}
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        match = _NAMESPACE_PATH.fullmatch(raw.path)
-        if match is None:
-            response = await super().__call__(raw)
-            # kmock records every request; a long benchmark must not keep them all.
-            if len(self._requests) > self.request_log_limit:
-                del self._requests[: len(self._requests) - self.request_log_limit]
-            return response
-        body = await raw.read()
-        request = rendering.Request(
-            method=raw.method, url=raw.url, params=dict(raw.query), headers=dict(raw.headers),
-            body=body, data=None, raw_request=raw,  # `_handle` decodes the body, strictly
-            action=kmock.action.WATCH if raw.query.get("watch") == "true" else None,
-            resource=NAMESPACES, namespace=None, name=match[1], subresource=match[2])
-        return await self._handle(request)
+        """Serve a request: object requests and resource lists here, anything else by kmock.
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        resource = request.resource
+        A request served here is recorded, refused or not, as kmock records those it serves,
+        for the views of its DSL (``for r in emulator``, ``len(emulator)``).
+        """
+        body = await raw.read()
+        resource, namespace, name, subresource = _target(raw.path)
+        params = dict(raw.query)
+        request = kmock.Request(
+            id=next(self._request_ids), method=raw.method, url=raw.url, params=params,
+            headers=dict(raw.headers), cookies=dict(raw.cookies), body=body,
+            text=body.decode(errors="replace"),
+            data=_lenient_json(body),  # as kmock parses it; `_respond` decodes it strictly
+            action=_action(raw.method, name, params) if resource is not None else None,
+            resource=resource, namespace=namespace, name=name, subresource=subresource)
         if resource is None or resource.plural is None:
-            return await apps.RawHandler._handle(self, request)  # discovery & custom reactions
+            listing = self._resource_list(raw.path) if raw.method == "GET" else None
+            if listing is None:
+                return await super().__call__(raw)  # kmock records the request itself
+            self._received.append(request)
+            return aiohttp.web.json_response(listing)
+        self._received.append(request)
+        try:
+            return await self._respond(request, raw)
+        except Exception as exc:  # an emulator bug, answered as kmock answers one: a 500 Status
+            if self.active:
+                self.errors.append(exc)
+            return _status_response(ApiError(500, type(exc).__name__, repr(exc),
+                                             {"traceback": traceback.format_exc()}))
+
+    def __iter__(self) -> Iterator[kmock.Request]:
+        """The requests received, for kmock's views (``emulator[...]``, ``len(emulator)``):
+        those kmock served (the rest of discovery, other paths), then those served here (the
+        last `request_log_limit` of them), each oldest first."""
+        yield from super().__iter__()
+        yield from list(self._received)
+
+    async def _respond(self, request: kmock.Request,
+                       raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         admission = _Admission()
         try:
-            # kmock has recorded the request (for assertions) and parsed its body leniently.
             data = _decoded(request)
             if request.method.value in ("POST", "PUT", "PATCH"):
                 admission = _Admission.of(request.params)
@@ -572,7 +629,7 @@ class Emulator(kmock.KubernetesEmulator):
                         raise ApiError(fault.status, "Injected", f"injected fault {fault.status}")
                     await fault.hook()
             if request.method.value == "GET" and request.params.get("watch") in ("true", "1"):
-                return await self._watch(request)
+                return await self._watch(request, raw)
             result = await self._serve(request, data, admission)
         except kmock.KubernetesError as exc:
             return _status_response(exc)
@@ -586,7 +643,7 @@ class Emulator(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(result, status=201 if created else 200,
                                          headers=warnings)
 
-    async def _serve(self, request: rendering.Request, data: Any, admission: _Admission) -> Body:
+    async def _serve(self, request: kmock.Request, data: Any, admission: _Admission) -> Body:
         resource, name, sub = request.resource, request.name, request.subresource
         assert resource is not None
         if resource not in self.resources:
@@ -845,7 +902,7 @@ class Emulator(kmock.KubernetesEmulator):
             if not isinstance(data, dict):
                 raise ApiError(400, "BadRequest", "a merge patch must be an object")
             # Strategic merge is treated as a merge patch: right for every field foreseer writes.
-            proposed = dict(dicts.merge_patch_dict(current, data))
+            proposed = _merge_patch(current, data)
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
         if not isinstance(proposed, dict):
@@ -872,10 +929,10 @@ class Emulator(kmock.KubernetesEmulator):
     def _store_new(self, resource: kmock.resource, namespace: str | None, body: Body) -> Body:
         body["metadata"]["resourceVersion"] = self._next_version()
         key = (resource, namespace, body["metadata"]["name"])
-        if key in self._objects:
-            self._objects[key].create(body)
+        if key in self.objects:
+            self.objects[key].create(body)
         else:
-            self._objects[key] = body
+            self.objects[key] = body
         self._live.setdefault(resource, {})[namespace, body["metadata"]["name"]] = body
         self._publish(resource, "ADDED", body)
         return body
@@ -901,7 +958,7 @@ class Emulator(kmock.KubernetesEmulator):
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(resource, meta.get("namespace"), meta["name"], proposed)
         meta["resourceVersion"] = self._next_version()
-        obj = self._objects[resource, meta.get("namespace"), meta["name"]]
+        obj = self.objects[resource, meta.get("namespace"), meta["name"]]
         obj.history.append(proposed)
         self._live[resource][meta.get("namespace"), meta["name"]] = proposed
         if len(obj.history) > self.history_limit:
@@ -913,7 +970,7 @@ class Emulator(kmock.KubernetesEmulator):
                 last: Body) -> Body:
         gone = copy.deepcopy(last)
         gone["metadata"]["resourceVersion"] = self._next_version()
-        self._objects[resource, namespace, name].delete()
+        self.objects[resource, namespace, name].delete()
         del self._live[resource][namespace, name]
         self._publish(resource, "DELETED", gone)
         return gone
@@ -1009,9 +1066,10 @@ class Emulator(kmock.KubernetesEmulator):
                 "kind": f"{info.kind}List", "metadata": {"resourceVersion": str(self._revision)},
                 "items": items}
 
-    async def _watch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _watch(self, request: kmock.Request,
+                     raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         resource = request.resource
-        assert resource is not None and request._raw_request is not None
+        assert resource is not None
         if resource not in self.resources:
             raise _not_found(resource, "")
         params = request.params
@@ -1043,7 +1101,7 @@ class Emulator(kmock.KubernetesEmulator):
             if not self._closing and not expired:
                 self._watchers.add(watcher)
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(request._raw_request)
+        await response.prepare(raw)
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         try:
             async with asyncio.timeout(timeout):
@@ -1063,7 +1121,49 @@ class Emulator(kmock.KubernetesEmulator):
         return response
 
 
-def _decoded(request: rendering.Request) -> Any:
+def _target(path: str) -> tuple[kmock.resource | None, str | None, str | None, str | None]:
+    """(resource, namespace, name, subresource) of a request's path, as kmock parses one. The
+    resource is None outside the API; its plural is None on a discovery path (/api/v1,
+    /apis/apps, /apis/apps/v1), which kmock serves; anything else is an object path."""
+    match = _NAMESPACE_PATH.fullmatch(path)
+    if match is not None:
+        return NAMESPACES, None, match[1], match[2]
+    match = _OBJECT_PATH.fullmatch(path)
+    if match is not None:
+        group, version = _group_version(match)
+        return (kmock.resource(group, version, match["plural"]), match["namespace"],
+                match["name"], match["subresource"])
+    match = _DISCOVERY_PATH.fullmatch(path)
+    if match is not None:
+        group, version = _group_version(match)
+        return kmock.resource(group=group, version=version), None, None, None
+    return None, None, None, None
+
+
+def _group_version(match: re.Match[str]) -> tuple[str, str | None]:
+    """The group ("" for the core group) and version of an /api/{v} or /apis/{g}/{v} path."""
+    return ("", match["core"]) if match["core"] else (match["group"], match["version"])
+
+
+def _action(method: str, name: str | None, params: Mapping[str, str]) -> kmock.action | None:
+    """The Kubernetes action of an API request, as kmock guesses it for its DSL."""
+    if method == "GET" and params.get("watch") == "true":
+        return kmock.action.WATCH
+    if name is None:
+        return {"GET": kmock.action.LIST, "POST": kmock.action.CREATE}.get(method)
+    return {"GET": kmock.action.FETCH, "PATCH": kmock.action.UPDATE,
+            "DELETE": kmock.action.DELETE}.get(method)
+
+
+def _lenient_json(body: bytes) -> Any:
+    """A body as kmock parses one (Python's json: NaN and all), or None when it is not JSON."""
+    try:
+        return json.loads(body)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        return None
+
+
+def _decoded(request: kmock.Request) -> Any:
     """The request body, decoded strictly (400 BadRequest for NaN, ±Infinity or non-JSON)."""
     content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
     if not request.body or content_type == _APPLY_PATCH:
@@ -1072,6 +1172,31 @@ def _decoded(request: rendering.Request) -> Any:
         return _strict_json(request.body)
     except _NotJsonError as exc:
         raise _undecodable(request.method.value, exc) from exc
+
+
+def _merge_patch(value: Mapping[str, Any], patch: Mapping[str, Any]) -> Body:
+    """`value` merge-patched with `patch` (RFC 7386), as this emulator has always merged (kmock's
+    merge): a None deletes its key, a mapping merges into a mapping, anything else replaces;
+    the keys keep `value`'s order, new ones after. Nothing is copied that did not change.
+    A mapping never replaces a scalar, nor a scalar a mapping: ValueError."""
+    result: Body = {}
+    for key in [*value, *(key for key in patch if key not in value)]:
+        if key not in patch:
+            result[key] = value[key]
+        elif patch[key] is None:
+            continue
+        elif key not in value:
+            new = patch[key]
+            result[key] = _merge_patch({}, new) if isinstance(new, Mapping) else new
+        elif isinstance(value[key], Mapping) and isinstance(patch[key], Mapping):
+            result[key] = _merge_patch(value[key], patch[key])
+        elif isinstance(value[key], Mapping):
+            raise ValueError(f"Cannot patch a dict by a scalar: {value[key]!r} << {patch[key]!r}")
+        elif isinstance(patch[key], Mapping):
+            raise ValueError(f"Cannot patch a scalar by a dict: {value[key]!r} << {patch[key]!r}")
+        else:
+            result[key] = patch[key]
+    return result
 
 
 def _status_response(exc: kmock.KubernetesError) -> aiohttp.web.Response:
