@@ -1175,25 +1175,19 @@ def _decoded(request: kmock.Request) -> Any:
 
 
 def _merge_patch(value: Mapping[str, Any], patch: Mapping[str, Any]) -> Body:
-    """`value` merge-patched with `patch` (RFC 7386), as this emulator has always merged (kmock's
-    merge): a None deletes its key, a mapping merges into a mapping, anything else replaces;
-    the keys keep `value`'s order, new ones after. Nothing is copied that did not change.
-    A mapping never replaces a scalar, nor a scalar a mapping: ValueError."""
+    """`value` merge-patched with `patch` (RFC 7386), as the API server applies a merge patch:
+    a None deletes its key, a mapping merges into a mapping (into nothing where the value was
+    not one), anything else replaces; the keys keep `value`'s order, new ones after. Nothing
+    is copied that did not change."""
     result: Body = {}
     for key in [*value, *(key for key in patch if key not in value)]:
         if key not in patch:
             result[key] = value[key]
         elif patch[key] is None:
             continue
-        elif key not in value:
-            new = patch[key]
-            result[key] = _merge_patch({}, new) if isinstance(new, Mapping) else new
-        elif isinstance(value[key], Mapping) and isinstance(patch[key], Mapping):
-            result[key] = _merge_patch(value[key], patch[key])
-        elif isinstance(value[key], Mapping):
-            raise ValueError(f"Cannot patch a dict by a scalar: {value[key]!r} << {patch[key]!r}")
         elif isinstance(patch[key], Mapping):
-            raise ValueError(f"Cannot patch a scalar by a dict: {value[key]!r} << {patch[key]!r}")
+            base = value.get(key)
+            result[key] = _merge_patch(base if isinstance(base, Mapping) else {}, patch[key])
         else:
             result[key] = patch[key]
     return result

@@ -19,6 +19,7 @@ from foreseer.lab.emulator import (
     EVENTS,
     AccessRule,
     Emulator,
+    _merge_patch,
     deployment,
     parse_selector,
     scalingpolicy_crd,
@@ -601,3 +602,19 @@ async def test_an_access_review_allows_what_a_rule_grants_the_user_or_a_group_an
         await call(allowed, "", [], "get", "/metrics")
     assert invalid.value.status == 422
     assert "at least one of user or group" in json.loads(invalid.value.body)["message"]
+
+
+@pytest.mark.parametrize(("value", "patch", "merged"), [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": {"b": "c"}}, {"a": 1}, {"a": 1}),
+    ({"a": "b"}, {"a": {"c": "d", "e": None}}, {"a": {"c": "d"}}),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+], ids=["replace", "add", "delete", "arrays replace", "nested", "a scalar replaces a mapping",
+        "a mapping replaces a scalar", "nulls already there stay"])
+def test_a_merge_patch_merges_as_rfc_7386_says(value: dict[str, Any], patch: dict[str, Any],
+                                               merged: dict[str, Any]) -> None:
+    assert _merge_patch(value, patch) == merged
