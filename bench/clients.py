@@ -7,6 +7,8 @@ and the memory are the source's, not the benchmark's or Prometheus'):
 
 - ``rss_mb_after_import``: resident memory of the child once ``foreseer.operator.sources``
   is imported (``rss_mb_interpreter``: before, the bare interpreter and asyncio);
+  ``rss_mb_operator``: once the whole operator (``foreseer.operator.running``: Kopf, the
+  Kubernetes client, aiohttp) is imported too, which shares some of the source's libraries;
 - ``sequential_p50_ms`` / ``sequential_p99_ms``: latency of one ``current()`` (an instant
   query and its ``max(timestamp(...))``, concurrently) awaited one after another;
 - ``concurrent_per_second``: ``current()`` calls completed per second when ``--concurrent``
@@ -116,15 +118,18 @@ def measure(url: str, now: float, sequential: int, concurrent: int, rounds: int,
     sources = importlib.import_module("foreseer.operator.sources")
     settings = importlib.import_module("foreseer.operator.settings")
     after_import = _rss_mb()
+    importlib.import_module("foreseer.operator.running")
+    operator = _rss_mb()
     threads_before = _threads()
-    return asyncio.run(_measure(sources.Prometheus(settings.PrometheusSettings(url=url)), now,
-                                sequential, concurrent, rounds, days, interpreter,
-                                after_import, threads_before))
+    result = asyncio.run(_measure(sources.Prometheus(settings.PrometheusSettings(url=url)), now,
+                                  sequential, concurrent, rounds, days, threads_before))
+    return {"rss_mb_interpreter": round(interpreter, 1),
+            "rss_mb_after_import": round(after_import, 1),
+            "rss_mb_operator": round(operator, 1), **result}
 
 
 async def _measure(source: Any, now: float, sequential: int, concurrent: int, rounds: int,
-                   days: float, interpreter: float, after_import: float,
-                   threads_before: int) -> dict[str, Any]:
+                   days: float, threads_before: int) -> dict[str, Any]:
     errors = 0
     peak_threads = threads_before
     last = math.nan
@@ -176,8 +181,6 @@ async def _measure(source: Any, now: float, sequential: int, concurrent: int, ro
     queries = 2 * (sequential + rounds * concurrent)
     latencies.sort()
     return {
-        "rss_mb_interpreter": round(interpreter, 1),
-        "rss_mb_after_import": round(after_import, 1),
         "sequential_p50_ms": round(1000 * _quantile(latencies, 0.5), 2),
         "sequential_p99_ms": round(1000 * _quantile(latencies, 0.99), 2),
         "concurrent": concurrent,
@@ -199,12 +202,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         "| client | current() p50 / p99 | current() per s, "
         f"{result['concurrent']} at once | history {result['history_days']:g} d at 60 s "
-        "| CPU per query | threads created | RSS after import |",
+        "| CPU per query | threads created | RSS after import (whole operator) |",
         "|---|---:|---:|---:|---:|---:|---:|",
         f"| {result['label'] or result['commit']} | {result['sequential_p50_ms']:.2f} / "
         f"{result['sequential_p99_ms']:.2f} ms | {result['concurrent_per_second']:.0f} "
         f"| {result['history_seconds']:.2f} s | {result['cpu_ms_per_query']:.2f} ms "
-        f"| {result['threads_created']} | {result['rss_mb_after_import']:.0f} MB |",
+        f"| {result['threads_created']} | {result['rss_mb_after_import']:.0f} MB "
+        f"({result['rss_mb_operator']:.0f} MB) |",
     ]) + (f"\n\n{result['errors']} readings were errors" if result["errors"] else "")
 
 
