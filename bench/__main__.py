@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "fit": ("foreseer.bench.fitting", "the operator's fit at the policy defaults: time, accuracy"),
     "loop": ("foreseer.bench.looping", "closed-loop scaling vs HPA, -style baselines, oracle"),
     "scale": ("foreseer.bench.scaling", "policies sharded on Leases across operator replicas"),
+    "clients": ("foreseer.bench.clients", "the Prometheus source's latency, CPU, threads, memory"),
 }
 
 

@@ -66,7 +66,7 @@ def prepare_worker() -> None:
     """Runs first in every fitting worker: a lower CPU priority, and no pandas.
 
     The worker only fits on numpy arrays. scikit-learn imports pandas when it is
-    installed (prometheus-api-client installs it), only to recognise pandas inputs; a
+    installed (the bench extra installs it), only to recognise pandas inputs; a
     module set to None in ``sys.modules`` fails to import, which scikit-learn takes as
     pandas not being installed: the worker holds 30 MB less.
     """

@@ -4,9 +4,10 @@ Like a KEDA scaler, a source has a small interface (`MetricSource`): the current
 query, and a policy's history of it. A reading is a float or a typed `MetricOutage` (ERROR,
 EMPTY, NaN, STALE, INVALID), never a made-up zero: a missing metric must not look like no load.
 
-`Prometheus` implements it with prometheus-api-client. Each blocking HTTP call runs in a small
-thread pool, so the Kopf event loop never waits on the network; each call has a timeout and a
-bounded number of retries (urllib3's Retry with backoff on 408/429/5xx and connection errors).
+`Prometheus` implements it with aiohttp in the operator's own event loop: no threads. Each
+query has a timeout and a bounded number of retries (exponential backoff on 408/429/5xx,
+timeouts and lost connections). A failure is a `QueryError` that says what failed; when
+Prometheus answered with its JSON error, it carries Prometheus' ``errorType`` and message.
 Histories are kept incrementally: the first call per (namespace, policy, metric) reads the
 whole window in range queries of at most `max_points` points (Prometheus refuses more than
 11,000); later calls read only the new tail, plus the newest known point again, because that
@@ -16,26 +17,23 @@ the grid and is re-read on the next call.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import concurrent.futures
+import base64
 import contextlib
-import datetime
-import functools
+import itertools
 import json
 import logging
 import math
 import re
+import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
+import aiohttp
 import numpy as np
-import requests
-import urllib3
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
 
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.forecasting import history_grid
@@ -47,12 +45,17 @@ logger = logging.getLogger(__name__)
 HistoryKey = tuple[str, str, str]
 """(namespace, policy name, metric name): one history per metric of a policy."""
 Reading = float | MetricOutage
-T = TypeVar("T")
 
 # Statuses worth retrying: timeouts, throttling and server-side failures (not bad PromQL).
 _RETRY_ON = (408, 429, 500, 502, 503, 504)
 # Prometheus rejects range queries above 11,000 points per series.
 _MAX_POINTS = 10_000
+# Retries wait 0.2 s, 0.4 s, 0.8 s, ... (at most 5 s; a Retry-After in seconds, up to that).
+_BACKOFF = 0.2
+_BACKOFF_MAX = 5.0
+# Connections to Prometheus at once; more queries wait in the loop. Prometheus itself runs
+# 20 at once by default (--query.max-concurrency) and queues the rest.
+_CONNECTIONS = 20
 
 
 class MetricSource(Protocol):
@@ -74,12 +77,22 @@ class MetricSource(Protocol):
         ...
 
     async def close(self) -> None:
-        """Release connections and threads."""
+        """Release the connections."""
         ...
 
 
 class QueryError(Exception):
-    """A query that failed: transport, HTTP status, Prometheus' own error, or a bad shape."""
+    """A query that failed: transport, HTTP status, Prometheus' own error, or a bad shape.
+
+    `status`: the HTTP status, when there was an answer. `error_type`: Prometheus' own
+    ``errorType`` (``bad_data``, ``execution``, ``timeout``, ...), when it answered with its
+    JSON error."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
 
 
 def _is_scalar(result: Any) -> bool:
@@ -184,37 +197,32 @@ class _Tracked:
 
 
 class Prometheus:
-    """`MetricSource` over the Prometheus HTTP API (prometheus-api-client)."""
+    """`MetricSource` over the Prometheus HTTP API, on aiohttp in the operator's event loop."""
 
     def __init__(self, settings: PrometheusSettings, *, stale_after: float = 300.0,
-                 workers: int = 8, max_points: int = _MAX_POINTS,
+                 max_points: int = _MAX_POINTS,
                  on_invalid: Callable[[HistoryKey, int], None] | None = None) -> None:
         """`stale_after`: seconds after which the newest sample of a reading is STALE (where
         Prometheus can tell a sample's time: queries over series; an aggregate is as fresh as
-        Prometheus' lookback of 5m). `workers`: threads doing HTTP calls. `on_invalid`: told
-        how many samples of a history read were not a load (and became gaps)."""
+        Prometheus' lookback of 5m). `on_invalid`: told how many samples of a history read
+        were not a load (and became gaps). Needs no event loop: the HTTP session is made in
+        the loop of the first query."""
         self.settings = settings
         self._on_invalid = on_invalid
         self.stale_after = stale_after
         self.max_points = max_points
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "prometheus")
-        session = requests.Session()
-        session.verify = settings.verify()
+        self._url = settings.url.rstrip("/")
         if settings.insecure:
-            # Asked for explicitly: say it once, instead of urllib3 warning on every query.
             logger.warning("TLS verification of Prometheus at %s is OFF (insecure)", settings.url)
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        # With trust_env, requests re-reads the proxy variables (and ~/.netrc) on every query:
-        # 0.5 of its 1.8 ms of CPU per query here, more on a pod with many service variables.
-        # They are read once, now: the proxies and a REQUESTS_CA_BUNDLE still apply.
-        environment = session.merge_environment_settings(settings.url, {}, None, session.verify,
-                                                         None)
-        session.trust_env = False
-        session.proxies, session.verify = environment["proxies"], environment["verify"]
-        retry = Retry(total=settings.retries, backoff_factor=0.2, status_forcelist=_RETRY_ON,
-                      allowed_methods=("GET", "POST"), raise_on_status=False)
-        self._client = PrometheusConnect(url=settings.url.rstrip("/"), session=session,
-                                         retry=retry, timeout=settings.timeout, method="POST")
+        # The proxy variables are read once, now. aiohttp's trust_env would read them, and
+        # ~/.netrc, on every request, each time in a thread of the loop's default executor.
+        self._proxy, proxy_headers = _environment_proxy(self._url)
+        # Through the proxy, plain HTTP carries the proxy's credentials on each request;
+        # HTTPS on the CONNECT that opens the tunnel.
+        tunnel = self._url.startswith("https://")
+        self._proxy_headers = proxy_headers if tunnel else None
+        self._headers = {} if tunnel or proxy_headers is None else proxy_headers
+        self._session: aiohttp.ClientSession | None = None
         self._histories: dict[HistoryKey, _Tracked] = {}
         # Prometheus' own evaluation limit; its durations take whole units only ("10s").
         self._timeout = f"{max(1, math.ceil(settings.timeout))}s"
@@ -224,8 +232,8 @@ class Prometheus:
         value: Any
         sampled: Any
         value, sampled = await asyncio.gather(
-            self._call(self._instant, query, now, tenant),
-            self._call(self._instant, f"max(timestamp({query}))", now, tenant),
+            self._instant(query, now, tenant),
+            self._instant(f"max(timestamp({query}))", now, tenant),
             return_exceptions=True)
         if isinstance(value, BaseException):
             return MetricOutage(OutageKind.ERROR, str(value))
@@ -260,8 +268,9 @@ class Prometheus:
             del self._histories[key]
 
     async def close(self) -> None:
-        self._client.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def _read(self, key: HistoryKey, tracked: _Tracked, since: float, until: float,
                     tenant: str | None) -> None:
@@ -277,7 +286,7 @@ class Prometheus:
         invalid = 0
         while start <= until:
             end = min(until, start + chunk)
-            result = await self._call(self._range, tracked.query, start, end, step, tenant)
+            result = await self._range(tracked.query, start, end, step, tenant)
             for t, v in range_samples(result):
                 index = round((t - series.start) / step)
                 if 0 <= index < len(series):
@@ -290,65 +299,167 @@ class Prometheus:
         if invalid and self._on_invalid is not None:
             self._on_invalid(key, invalid)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+    async def _instant(self, query: str, at: float, tenant: str | None) -> Any:
+        return await self._query("query", {"query": query, "time": repr(at)}, tenant)
 
-    def _instant(self, query: str, at: float, tenant: str | None) -> Any:
-        return self._guarded(lambda: self._client.custom_query(
-            query, params={"time": at, **self._params(tenant)}))
+    async def _range(self, query: str, start: float, end: float, step: float,
+                     tenant: str | None) -> Any:
+        return await self._query("query_range", {"query": query, "start": repr(start),
+                                                 "end": repr(end), "step": repr(step)}, tenant)
 
-    def _range(self, query: str, start: float, end: float, step: float,
-               tenant: str | None) -> Any:
-        return self._guarded(lambda: self._client.custom_query_range(
-            query, start_time=_utc(start), end_time=_utc(end), step=str(step),
-            params=self._params(tenant)))
-
-    def _params(self, tenant: str | None) -> dict[str, str]:
-        """Prometheus' own timeout, and the enforced label for a tenancy proxy."""
-        params = {"timeout": self._timeout}
+    async def _query(self, endpoint: str, form: dict[str, str], tenant: str | None) -> Any:
+        """POST one query (form-encoded, with Prometheus' own timeout) and return its
+        ``data.result``, retrying timeouts, lost connections, 408, 429 and 5xx up to
+        `settings.retries` times with exponential backoff. Every failure is a QueryError."""
+        form = {**form, "timeout": self._timeout}
+        # The enforced label goes in the URL: a tenancy proxy looks for it there.
         parameter = self.settings.tenancy_parameter
-        if parameter and tenant is not None:
-            params[parameter] = tenant
-        return params
+        params = {parameter: tenant} if parameter and tenant is not None else None
+        for attempt in itertools.count():
+            try:
+                return await self._post(f"{self._url}/api/v1/{endpoint}", form, params)
+            except _TransientError as exc:
+                if attempt >= self.settings.retries:
+                    raise QueryError(str(exc), status=exc.status) from exc
+                await asyncio.sleep(exc.retry_after if exc.retry_after is not None
+                                    else min(_BACKOFF_MAX, _BACKOFF * 2 ** attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _guarded(self, query: Callable[[], Any]) -> Any:
-        """Run one HTTP query with fresh credentials; every failure becomes a QueryError."""
-        self._client.headers = self.settings.headers()  # re-read: tokens rotate
-        self._client.auth = self.settings.basic_auth()
+    async def _post(self, url: str, form: dict[str, str], params: dict[str, str] | None) -> Any:
         try:
-            return query()
-        except PrometheusApiClientException as exc:
-            raise QueryError(_prometheus_error(str(exc))) from exc
-        except requests.exceptions.SSLError as exc:
-            reason = _SSL_REASON.search(str(exc))
-            raise QueryError(f"TLS verification of Prometheus at {self.settings.url} failed"
-                             + (f": {reason.group(0)}" if reason else "")) from exc
-        except requests.JSONDecodeError as exc:
-            raise QueryError(f"Prometheus at {self.settings.url} answered with a body that is "
-                             "not JSON") from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            if _timed_out(exc):
-                raise QueryError(f"Prometheus at {self.settings.url} did not answer within "
-                                 f"{self.settings.timeout:g}s (timeout)") from exc
-            raise QueryError(f"cannot connect to Prometheus at {self.settings.url}") from exc
-        except (KeyError, TypeError) as exc:
-            # The client indexes the answer as {"data": {"result": ...}}.
-            raise QueryError(f"Prometheus at {self.settings.url} answered without "
-                             "data.result") from exc
-        except (requests.RequestException, OSError, ValueError) as exc:
+            # Read on every request: projected service-account tokens rotate.
+            headers = {**self._headers, **self.settings.headers()}
+            basic = self.settings.basic_auth()
+            if basic is not None:
+                headers["Authorization"] = _basic(*basic)
+        except OSError as exc:
+            raise QueryError(f"cannot read the credentials for Prometheus: {exc.strerror} "
+                             f"({exc.filename})") from exc
+        try:
+            session = self._client()
+        except OSError as exc:  # ssl.SSLError is one too
+            raise QueryError(f"cannot load the TLS CA file for Prometheus: "
+                             f"{bounded(exc.strerror or str(exc))} ({self.settings.ca_file})"
+                             ) from exc
+        try:
+            async with session.post(
+                    url, data=form, params=params, headers=headers, proxy=self._proxy,
+                    proxy_headers=self._proxy_headers,
+                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout)) as response:
+                status, retry_after = response.status, response.headers.get("Retry-After")
+                body = await response.read()
+        except TimeoutError as exc:  # before ClientConnectionError: ServerTimeoutError is both
+            raise _TransientError(f"Prometheus at {self.settings.url} did not answer within "
+                                  f"{self.settings.timeout:g}s (timeout)") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            problem = exc.certificate_error
+            reason = (f"[SSL: {problem.reason}] {problem.verify_message}"
+                      if isinstance(problem, ssl.SSLCertVerificationError) else str(problem))
+            raise QueryError(f"TLS verification of Prometheus at {self.settings.url} failed: "
+                             f"{bounded(reason)}") from exc
+        except aiohttp.ClientSSLError as exc:
+            raise QueryError(f"TLS with Prometheus at {self.settings.url} failed: "
+                             f"{bounded(str(exc.os_error))}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise _TransientError(f"cannot connect to Prometheus at {self.settings.url}: it "
+                                  "closed the connection without an answer") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise _TransientError(f"cannot connect to Prometheus at {self.settings.url}") from exc
+        except aiohttp.ClientError as exc:
             raise QueryError(bounded(f"{type(exc).__name__}: {exc}")) from exc
+        if status in _RETRY_ON:
+            raise _TransientError(_http_error(status, body).args[0], status=status,
+                                  retry_after=_seconds(retry_after))
+        if status >= 300:
+            raise _http_error(status, body)
+        try:
+            answer = json.loads(body)
+        except ValueError as exc:
+            raise QueryError(f"Prometheus at {self.settings.url} answered with a body that is "
+                             "not JSON", status=status) from exc
+        if isinstance(answer, dict) and answer.get("status") == "error":
+            raise _http_error(status, body)
+        try:
+            return answer["data"]["result"]
+        except (KeyError, TypeError) as exc:
+            raise QueryError(f"Prometheus at {self.settings.url} answered without "
+                             "data.result", status=status) from exc
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The session, made on first use inside the running loop (aiohttp binds it there)."""
+        if self._session is None or self._session.closed:
+            tls = (_ssl_context(self.settings.verify()) if self._url.startswith("https://")
+                   else True)
+            connector = aiohttp.TCPConnector(limit=_CONNECTIONS, ssl=tls)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
 
 
-def _timed_out(exc: requests.RequestException) -> bool:
-    """Whether the request timed out reading the answer. With retries, requests reports a
-    read timeout as a ConnectionError around urllib3's MaxRetryError, whose reason tells."""
-    if isinstance(exc, requests.ReadTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, urllib3.exceptions.ReadTimeoutError | TimeoutError)
+class _TransientError(Exception):
+    """A failure worth retrying: a timeout, a lost connection, 408, 429 or 5xx."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _http_error(status: int, body: bytes) -> QueryError:
+    """The QueryError of an error answer: Prometheus' own ``errorType`` and ``error`` when
+    the body is its JSON, otherwise the body's text as it is (e.g. an auth proxy's)."""
+    with contextlib.suppress(ValueError):
+        answer = json.loads(body)
+        if (isinstance(answer, dict) and answer.get("status") == "error"
+                and isinstance(answer.get("error"), str)):
+            kind = answer.get("errorType")
+            error_type = kind if isinstance(kind, str) and kind else None
+            return QueryError(f"HTTP {status} {error_type or 'error'}: "
+                              f"{bounded(answer['error'])}",
+                              status=status, error_type=error_type)
+    text = body.decode(errors="replace").strip()
+    return QueryError(f"HTTP {status}: {bounded(text) if text else 'no message'}", status=status)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A Retry-After of delay-seconds, at most _BACKOFF_MAX (an HTTP date is ignored)."""
+    try:
+        return None if retry_after is None else min(_BACKOFF_MAX, max(0.0, float(retry_after)))
+    except ValueError:
+        return None
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """TLS as `PrometheusSettings.verify()` says: a private CA, the system's, or none."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+
+
+def _basic(user: str, password: str) -> str:
+    """An ``Authorization`` (or ``Proxy-Authorization``) header of HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _environment_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy HTTP(S)_PROXY and NO_PROXY give for `url`, and the header with its
+    credentials, if it has any."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None, None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy:
+        return None, None
+    found = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if found.username is None:
+        return found.geturl(), None
+    credentials = _basic(urllib.parse.unquote(found.username),
+                         urllib.parse.unquote(found.password or ""))
+    bare = found._replace(netloc=found.netloc.rpartition("@")[2])
+    return bare.geturl(), {"Proxy-Authorization": credentials}
 
 
 def _regrid(series: Series, first: float, points: int) -> Series:
@@ -359,14 +470,6 @@ def _regrid(series: Series, first: float, points: int) -> Series:
     if lo < hi:
         values[lo:hi] = series.values[lo - offset:hi - offset]
     return Series(first, series.step, values)
-
-
-def _utc(t: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(t, tz=datetime.UTC)
-
-
-_SSL_REASON = re.compile(r"\[SSL: [A-Z_]+\][^'\")(]*")
-_CLIENT_ERROR = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)", re.DOTALL)
 
 
 # A label set as Prometheus prints it in errors: {__name__="x", namespace="bank", ...}.
@@ -380,19 +483,3 @@ def bounded(text: str) -> str:
     may be another tenant's) and at most ERROR_LIMIT characters."""
     stripped = _LABEL_SET.sub("{…}", text)
     return stripped if len(stripped) <= ERROR_LIMIT else stripped[:ERROR_LIMIT - 1] + "…"
-
-
-def _prometheus_error(text: str) -> str:
-    """Prometheus' own error message (e.g. a PromQL parse error) out of the client's text,
-    which is ``HTTP Status Code 400 (b'{"status":"error","error":"..."}')``."""
-    found = _CLIENT_ERROR.search(text)
-    if found is None:
-        return bounded(text)
-    try:
-        content = ast.literal_eval(found.group(2)).decode(errors="replace").strip()
-    except (ValueError, SyntaxError):
-        return bounded(text)
-    # Not Prometheus' JSON (e.g. the auth layer's plain text) is shown as it is.
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        content = str(json.loads(content)["error"])
-    return f"HTTP {found.group(1)}: {bounded(content)}"

@@ -236,7 +236,8 @@ async def test_a_tenancy_proxy_gets_the_policys_namespace_as_its_enforced_label(
 
     async def proxy(request: aiohttp.web.Request) -> aiohttp.web.Response:
         asked.append(dict(request.query))
-        value = str(T0) if "timestamp(" in request.query["query"] else "5"  # fresh
+        form = await request.post()
+        value = str(T0) if "timestamp(" in str(form["query"]) else "5"  # fresh
         return aiohttp.web.json_response({"status": "success", "data": {
             "resultType": "vector", "result": [{"metric": {}, "value": [T0, value]}]}})
 
