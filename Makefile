@@ -11,13 +11,13 @@ TOOLS := .tools
 export PYTHONSAFEPATH := 1
 
 .PHONY: help layout venv test unit lint typecheck contracts pytest bench bench-forecast bench-fit \
-        bench-loop bench-operator bench-scale bench-clients crds demo e2e e2e-kind prometheus helm clean
+        bench-loop bench-operator bench-scale bench-clients bench-kubeclients crds demo e2e e2e-kind prometheus helm clean
 
 help:
 	@echo "make demo    - run the operator on a replayed real trace (embedded emulator + Prometheus)"
 	@echo "make test    - lint, type-check, import contracts and the whole test suite"
 	@echo "make unit    - the core and the control cycle on fakes (no Prometheus, emulator or helm), < 1 min"
-	@echo "make bench   - every benchmark (forecast, fit, loop, operator, scale, clients)"
+	@echo "make bench   - every benchmark (forecast, fit, loop, operator, scale, clients, kubeclients)"
 	@echo "make crds    - regenerate crds/ and the chart's crds/ from the pydantic models"
 
 $(STAMP): pyproject.toml setup.py
@@ -74,7 +74,8 @@ unit: $(STAMP)
 crds: $(STAMP)
 	$(PY) -m foreseer.operator.crds --write
 
-bench: bench-forecast bench-fit bench-loop bench-operator bench-scale bench-clients
+bench: bench-forecast bench-fit bench-loop bench-operator bench-scale bench-clients \
+	bench-kubeclients
 
 bench-forecast: $(STAMP)
 	$(PY) -m foreseer.bench forecast --out bench/results/forecast.json
@@ -94,6 +95,9 @@ bench-operator: $(STAMP) prometheus
 # The Prometheus source's latency, throughput, CPU, threads and memory (about a minute).
 bench-clients: $(STAMP) prometheus
 	$(PY) -m foreseer.bench.clients --out bench/results/clients.json
+
+bench-kubeclients: $(STAMP)
+	$(PY) -m foreseer.bench kubeclients --out bench/results/kubeclients.json
 
 demo: $(STAMP) prometheus
 	$(PY) -m foreseer.lab.demo

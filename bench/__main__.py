@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("foreseer.bench.looping", "closed-loop scaling vs HPA, -style baselines, oracle"),
     "scale": ("foreseer.bench.scaling", "policies sharded on Leases across operator replicas"),
     "clients": ("foreseer.bench.clients", "the Prometheus source's latency, CPU, threads, memory"),
+    "kubeclients": ("foreseer.bench.kubeclients",
+                    "the Kubernetes adapter against kubernetes_asyncio and lightkube"),
 }
 
 
