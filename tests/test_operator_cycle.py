@@ -172,11 +172,7 @@ async def test_a_failed_fit_is_named_in_the_condition_not_called_a_cold_start_an
         runtime: Runtime, clock: FrozenClock, cluster: FakeCluster, source: FakeSource) -> None:
     source.history_values = np.full(100, 300.0)
     await run_ticks(runtime, clock, body(), 1)
-    await asyncio.sleep(0)  # let the failed fit's callback run
-    for _ in range(100):
-        if runtime.fitter.failure(("shop", "web", "rps")) is not None:
-            break
-        await asyncio.sleep(0.01)
+    await settled(runtime.fitter, ("shop", "web", "rps"))
     await run_ticks(runtime, clock, body(), 3)
     trust = next(c for c in cluster.status_writes[-1]["conditions"]
                  if c["type"] == "ForecastTrusted")

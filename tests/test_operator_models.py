@@ -3,7 +3,6 @@ write are never unpickled. The tick tests run on a frozen clock with the cycle t
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import pickle
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from test_operator_cycle import FakeCluster, body, failing_fit, inline_pool, run_ticks
 
+from foreseer.lab.waiting import until
 from foreseer.operator.cycle import roll_back
 from foreseer.operator.fitting import Fitter
 from foreseer.operator.forecasting import Fitted, LiveError, Recipe, worse_than_before
@@ -132,11 +132,7 @@ def runtime_with(store: ModelStore, clock: FrozenClock, cluster: FakeCluster,
 
 
 async def landed(runtime: Runtime) -> None:
-    for _ in range(200):
-        if len(runtime.fitter):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the fit did not land")
+    await until(lambda: len(runtime.fitter) > 0, timeout=2.0, what="the fit")
 
 
 async def test_a_restarted_operator_forecasts_at_its_first_tick_with_the_stored_model(

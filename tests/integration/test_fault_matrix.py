@@ -13,7 +13,6 @@ The table in docs/operator.md is this matrix; a test checks that the two agree.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +160,10 @@ async def test_every_fault_under_both_outage_policies_never_scales_down_and_reco
                     name = app(cell, outage)
                     await until(lambda c=cell, n=name: showing(c, n), timeout=45,
                                 what=f"{name}: {cell.condition} naming {cell.says!r}")
-            await asyncio.sleep(3)  # the faults go on for a few more ticks
+            # The faults go on for three more ticks of every cell: none may scale down.
+            ticked = {n: operator.ticks(NS, n) for n in names}
+            await until(lambda: all(operator.ticks(NS, n) >= ticked[n] + 3 for n in names),
+                        timeout=60, what="three more ticks of every cell under its fault")
 
             for cell in CELLS:
                 for outage in POLICIES:
