@@ -126,7 +126,14 @@ class ModelStore:
             raise ModelRefused(f"{path}: format {meta.get('format')!r}, expected {FORMAT}")
         if hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
             raise ModelRefused(f"{path}: the checksum does not match")
-        fitted = pickle.loads(payload)  # authenticated above: these are our own bytes
+        try:
+            fitted = pickle.loads(payload)  # authenticated above: these are our own bytes
+        except (ImportError, AttributeError, TypeError, ValueError, pickle.UnpicklingError,
+                EOFError) as exc:
+            # Our own bytes, from a foreseer whose model classes differ from this one's (an
+            # upgrade or a rollback of the operator): refit instead.
+            raise ModelRefused(f"{path}: written by another version of foreseer "
+                               f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(fitted, Fitted):
             raise ModelRefused(f"{path}: holds a {type(fitted).__name__}, not a fitted model")
         return Stored(fitted, int(meta["version"]))
@@ -138,7 +145,7 @@ class ModelStore:
         for version in reversed(self._versions(folder)):
             try:
                 stored = self.read(folder / f"v{version}.model")
-            except (ModelRefused, OSError, pickle.UnpicklingError, EOFError) as exc:
+            except (ModelRefused, OSError) as exc:
                 logger.warning("refusing stored model %s/%s v%d: %s", uid, metric, version, exc)
                 continue
             if stored.fitted.recipe == recipe:
@@ -152,7 +159,7 @@ class ModelStore:
             return self.read(path)
         except FileNotFoundError:
             return None
-        except (ModelRefused, OSError, pickle.UnpicklingError, EOFError) as exc:
+        except (ModelRefused, OSError) as exc:
             logger.warning("refusing stored model %s/%s v%d: %s", uid, metric, version, exc)
             return None
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,24 @@ def test_a_newer_version_that_fails_its_checks_falls_back_to_the_one_before(
     newest.write_bytes(newest.read_bytes()[:-10])  # truncated
     back = store.load("uid-1", "rps", RECIPE)
     assert back is not None and back.version == 1
+
+
+def test_a_model_whose_classes_this_foreseer_lacks_is_refused_not_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A model pickled by another version of foreseer: its class's module is gone here.
+    vanished = types.ModuleType("vanished_models")
+
+    class Gone(Naive):
+        pass
+
+    Gone.__module__, Gone.__qualname__ = "vanished_models", "Gone"
+    vanished.Gone = Gone  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vanished_models", vanished)
+    store = ModelStore(tmp_path, KEY)
+    store.save("uid-1", "rps", Fitted(Gone().fit(HISTORY), RECIPE, 0.0, 300, 0.01))
+    monkeypatch.delitem(sys.modules, "vanished_models")
+    assert store.load("uid-1", "rps", RECIPE) is None
+    assert store.load_version("uid-1", "rps", RECIPE, 1) is None
 
 
 def test_a_hostile_uid_or_metric_stays_inside_the_store(tmp_path: Path) -> None:
