@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -53,9 +54,13 @@ _MAX_POINTS = 10_000
 # Retries wait 0.2 s, 0.4 s, 0.8 s, ... (at most 5 s; a Retry-After in seconds, up to that).
 _BACKOFF = 0.2
 _BACKOFF_MAX = 5.0
-# Connections to Prometheus at once; more queries wait in the loop. Prometheus itself runs
-# 20 at once by default (--query.max-concurrency) and queues the rest.
+# Queries to Prometheus at once; more wait in the loop, before their timeout starts.
+# Prometheus itself runs 20 at once by default (--query.max-concurrency) and queues the rest.
 _CONNECTIONS = 20
+# The largest answer read: a tenant's query over thousands of series must not make the
+# shared operator hold (and decode) hundreds of MB. A 10,000-point range of one series is
+# about 300 KB.
+MAX_ANSWER_BYTES = 32 * 2**20
 
 
 class MetricSource(Protocol):
@@ -223,6 +228,8 @@ class Prometheus:
         self._proxy_headers = proxy_headers if tunnel else None
         self._headers = {} if tunnel or proxy_headers is None else proxy_headers
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._slots = asyncio.Semaphore(_CONNECTIONS)
         self._histories: dict[HistoryKey, _Tracked] = {}
         # Prometheus' own evaluation limit; its durations take whole units only ("10s").
         self._timeout = f"{max(1, math.ceil(settings.timeout))}s"
@@ -268,6 +275,7 @@ class Prometheus:
             del self._histories[key]
 
     async def close(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -335,6 +343,8 @@ class Prometheus:
         except OSError as exc:
             raise QueryError(f"cannot read the credentials for Prometheus: {exc.strerror} "
                              f"({exc.filename})") from exc
+        except ValueError as exc:  # UnicodeDecodeError: not a text file
+            raise QueryError(f"cannot read the credentials for Prometheus: {exc}") from exc
         try:
             session = self._client()
         except OSError as exc:  # ssl.SSLError is one too
@@ -342,12 +352,12 @@ class Prometheus:
                              f"{bounded(exc.strerror or str(exc))} ({self.settings.ca_file})"
                              ) from exc
         try:
-            async with session.post(
+            async with self._slots, session.post(
                     url, data=form, params=params, headers=headers, proxy=self._proxy,
                     proxy_headers=self._proxy_headers,
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout)) as response:
                 status, retry_after = response.status, response.headers.get("Retry-After")
-                body = await response.read()
+                body = await _bounded_read(response)
         except TimeoutError as exc:  # before ClientConnectionError: ServerTimeoutError is both
             raise _TransientError(f"Prometheus at {self.settings.url} did not answer within "
                                   f"{self.settings.timeout:g}s (timeout)") from exc
@@ -365,8 +375,13 @@ class Prometheus:
                                   "closed the connection without an answer") from exc
         except aiohttp.ClientConnectionError as exc:
             raise _TransientError(f"cannot connect to Prometheus at {self.settings.url}") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise _TransientError(f"Prometheus at {self.settings.url} broke off its answer "
+                                  "(the connection was lost mid-body)") from exc
         except aiohttp.ClientError as exc:
             raise QueryError(bounded(f"{type(exc).__name__}: {exc}")) from exc
+        except ValueError as exc:  # aiohttp refusing a header (a token with a newline), a URL
+            raise QueryError(f"cannot send the query to Prometheus: {bounded(str(exc))}") from exc
         if status in _RETRY_ON:
             raise _TransientError(_http_error(status, body).args[0], status=status,
                                   retry_after=_seconds(retry_after))
@@ -374,7 +389,7 @@ class Prometheus:
             raise _http_error(status, body)
         try:
             answer = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise QueryError(f"Prometheus at {self.settings.url} answered with a body that is "
                              "not JSON", status=status) from exc
         if isinstance(answer, dict) and answer.get("status") == "error":
@@ -386,13 +401,31 @@ class Prometheus:
                              "data.result", status=status) from exc
 
     def _client(self) -> aiohttp.ClientSession:
-        """The session, made on first use inside the running loop (aiohttp binds it there)."""
+        """The session, made on first use inside the running loop (aiohttp binds it there);
+        QueryError once the source is closed (a new session would never be closed)."""
+        if self._closed:
+            raise QueryError("the Prometheus source is closed")
         if self._session is None or self._session.closed:
             tls = (_ssl_context(self.settings.verify()) if self._url.startswith("https://")
                    else True)
             connector = aiohttp.TCPConnector(limit=_CONNECTIONS, ssl=tls)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+
+async def _bounded_read(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, refused (QueryError) past MAX_ANSWER_BYTES before it is all read."""
+    too_big = QueryError(f"Prometheus' answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB: "
+                         "aggregate the query (sum, avg, max) to one series",
+                         status=response.status)
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise too_big
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise too_big
+    return bytes(body)
 
 
 class _TransientError(Exception):
@@ -408,7 +441,7 @@ class _TransientError(Exception):
 def _http_error(status: int, body: bytes) -> QueryError:
     """The QueryError of an error answer: Prometheus' own ``errorType`` and ``error`` when
     the body is its JSON, otherwise the body's text as it is (e.g. an auth proxy's)."""
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):
         answer = json.loads(body)
         if (isinstance(answer, dict) and answer.get("status") == "error"
                 and isinstance(answer.get("error"), str)):
@@ -448,7 +481,7 @@ def _environment_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
     """The proxy HTTP(S)_PROXY and NO_PROXY give for `url`, and the header with its
     credentials, if it has any."""
     parts = urllib.parse.urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+    if parts.hostname and _bypassed(parts):
         return None, None
     proxy = urllib.request.getproxies().get(parts.scheme)
     if not proxy:
@@ -460,6 +493,23 @@ def _environment_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
                          urllib.parse.unquote(found.password or ""))
     bare = found._replace(netloc=found.netloc.rpartition("@")[2])
     return bare.geturl(), {"Proxy-Authorization": credentials}
+
+
+def _bypassed(parts: urllib.parse.SplitResult) -> bool:
+    """Whether NO_PROXY exempts the URL, as requests reads it: host names and domains,
+    ``host:port`` entries and, for an IP address, CIDR blocks."""
+    assert parts.hostname is not None
+    if urllib.request.proxy_bypass(parts.hostname) or urllib.request.proxy_bypass(parts.netloc):
+        return True
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return False
+    for entry in (urllib.request.getproxies().get("no") or "").split(","):
+        with contextlib.suppress(ValueError):
+            if "/" in entry and address in ipaddress.ip_network(entry.strip(), strict=False):
+                return True
+    return False
 
 
 def _regrid(series: Series, first: float, points: int) -> Series:

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp.web
 import pytest
 
+from foreseer.operator import sources
 from foreseer.operator.deciding import MetricOutage, OutageKind
 from foreseer.operator.settings import PrometheusSettings
 from foreseer.operator.sources import ERROR_LIMIT, Prometheus
@@ -223,3 +224,116 @@ def test_a_source_made_outside_any_event_loop_queries_inside_one() -> None:
                 await source.close()
 
     assert asyncio.run(scenario()) == 5.0
+
+
+async def test_a_token_that_cannot_be_a_header_is_an_outage_and_a_history_read_survives_it(
+        tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first-line\nsecond-line")
+    async with serving(fresh) as url:
+        source = Prometheus(PrometheusSettings(url=url, bearer_token_file=str(token)))
+        try:
+            reading = await source.current("sum(up)", NOW)
+            history = await source.history(("shop", "web", "rps"), "sum(up)", step=60.0,
+                                           window=3600.0, now=NOW)
+        finally:
+            await source.close()
+    assert isinstance(reading, MetricOutage) and reading.kind is OutageKind.ERROR
+    assert "cannot send the query" in reading.detail
+    assert history is None  # nothing known yet; the next tick reads again
+
+
+async def test_a_token_file_that_is_not_text_is_an_outage(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff\xfe\x00")
+    async with serving(fresh) as url:
+        reading = await read(url, bearer_token_file=str(token))
+    assert isinstance(reading, MetricOutage) and "cannot read the credentials" in reading.detail
+
+
+async def test_an_answer_broken_off_mid_body_is_retried() -> None:
+    broken = {"left": 2}
+
+    async def flaky(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        if broken["left"]:
+            broken["left"] -= 1
+            response = aiohttp.web.StreamResponse(headers={"Content-Length": "1000"})
+            await response.prepare(request)
+            await response.write(b'{"status": "succ')
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        return await fresh(request)
+
+    async with serving(flaky) as url:
+        assert await read(url, retries=2) == 5.0
+    assert broken["left"] == 0
+
+
+async def test_an_answer_past_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "MAX_ANSWER_BYTES", 2000)
+
+    async def huge(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        result = [{"metric": {"pod": f"web-{i}"}, "value": [NOW, "1"]} for i in range(200)]
+        return aiohttp.web.json_response({"status": "success", "data": {
+            "resultType": "vector", "result": result}})
+
+    async def streamed(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.StreamResponse()  # chunked: no Content-Length to go by
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b" " * 100)
+        await response.write_eof()
+        return response
+
+    for handler in (huge, streamed):
+        async with serving(handler) as url:
+            reading = await read(url, retries=0)
+        assert isinstance(reading, MetricOutage) and reading.kind is OutageKind.ERROR
+        assert "larger than" in reading.detail and "aggregate the query" in reading.detail
+
+
+async def test_a_closed_source_answers_with_an_outage_and_opens_no_session() -> None:
+    async with serving(fresh) as url:
+        source = Prometheus(PrometheusSettings(url=url))
+        assert await source.current("sum(up)", NOW) == 5.0
+        await source.close()
+        reading = await source.current("sum(up)", NOW)
+    assert isinstance(reading, MetricOutage) and "closed" in reading.detail
+    assert source._session is None
+
+
+async def test_queries_past_the_connection_limit_wait_before_their_timeout_starts() -> None:
+    async def slow(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        await asyncio.sleep(0.5)
+        return await fresh(request)
+
+    async with serving(slow) as url:
+        source = Prometheus(PrometheusSettings(url=url, timeout=1.0, retries=0))
+        try:
+            # 80 queries, 20 at a time: the last wait 1.5 s for a slot, each answers in 0.5 s.
+            readings = await asyncio.gather(*(source.current("sum(up)", NOW)
+                                              for _ in range(40)))
+        finally:
+            await source.close()
+    assert readings == [5.0] * 40
+
+
+async def test_no_proxy_exempts_an_address_in_a_cidr_block_and_a_host_with_its_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    proxied: list[str] = []
+
+    async def proxy(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        proxied.append(request.headers["Host"])
+        return aiohttp.web.Response(status=502, text="the proxy was used")
+
+    async with serving(proxy) as proxy_url, serving(fresh) as url:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        port = url.rpartition(":")[2]
+        for exempt in ("10.0.0.0/8,127.0.0.0/8", f"localhost:{port}"):
+            monkeypatch.setenv("NO_PROXY", exempt)
+            host = "127.0.0.1" if "/" in exempt else "localhost"
+            assert await read(f"http://{host}:{port}", retries=0) == 5.0
+    assert proxied == []
