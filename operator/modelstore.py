@@ -136,6 +136,14 @@ class ModelStore:
                                f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(fitted, Fitted):
             raise ModelRefused(f"{path}: holds a {type(fitted).__name__}, not a fitted model")
+        missing = [f"{type(value).__name__}.{field.name}"
+                   for value in (fitted, getattr(fitted, "recipe", None))
+                   if dataclasses.is_dataclass(value)
+                   for field in dataclasses.fields(value) if not hasattr(value, field.name)]
+        if missing or not isinstance(getattr(fitted, "recipe", None), Recipe):
+            # Unpickled from an older Fitted or Recipe that lacked fields this one has.
+            raise ModelRefused(f"{path}: written by another version of foreseer (no "
+                               f"{', '.join(missing) or 'recipe'})")
         return Stored(fitted, int(meta["version"]))
 
     def load(self, uid: str, metric: str, recipe: Recipe) -> Stored | None:

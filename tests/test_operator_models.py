@@ -120,6 +120,15 @@ def test_a_model_whose_classes_this_foreseer_lacks_is_refused_not_raised(
     assert store.load_version("uid-1", "rps", RECIPE, 1) is None
 
 
+def test_a_model_stored_before_a_field_was_added_is_refused_not_raised(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, KEY)
+    old = fitted()
+    object.__delattr__(old, "seconds")  # as a Fitted of a version before ``seconds`` unpickles
+    store.save("uid-1", "rps", old)
+    assert store.load("uid-1", "rps", RECIPE) is None
+    assert store.load_version("uid-1", "rps", RECIPE, 1) is None
+
+
 def test_a_hostile_uid_or_metric_stays_inside_the_store(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store", KEY)
     store.save("../../outside", "../../rps", fitted())
