@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from operator_stack import RunningOperator, Stack, StartOperator
+from operator_stack import Replica, RunningOperator, Stack, StartOperator, StartReplica
 
 from foreseer.lab.emulator import Emulator
 from foreseer.lab.exporter import Exporter
@@ -75,3 +75,21 @@ async def stack(
     """Everything a scenario needs; Prometheus scrapes the exporter every second once started."""
     return Stack(emulator, exporter, prometheus_factory(targets=[exporter.target]),
                  start_operator)
+
+
+@pytest.fixture
+async def start_replica(stack: Stack, kubeconfig: Path,
+                        tmp_path: Path) -> AsyncIterator[StartReplica]:
+    """Starts operator processes on the stack's Prometheus (``start_replica(name, *flags)``);
+    SIGTERMs them all at teardown."""
+    started: list[Replica] = []
+
+    def start(name: str, *flags: str) -> Replica:
+        replica = Replica(stack.prometheus.url, list(flags), kubeconfig,
+                          tmp_path / f"operator-{name}.log")
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        await replica.stop()

@@ -1,19 +1,27 @@
 """What the operator's integration scenarios share: manifests, readers of the emulator's
-objects, a replica recorder, and the `Stack` of emulator, exporter and Prometheus."""
+objects, a replica recorder, the `Stack` of emulator, exporter and Prometheus, and operator
+replicas in processes of their own."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
+from prometheus_client.parser import text_string_to_metric_families
 
 from foreseer.lab.emulator import DEPLOYMENTS, EVENTS, Emulator, deployment
 from foreseer.lab.exporter import Exporter, Workload
-from foreseer.lab.prometheus import PrometheusServer
+from foreseer.lab.prometheus import PrometheusServer, free_port
 from foreseer.lab.waiting import until
 from foreseer.lab.workloads import ready_replicas
 from foreseer.operator.runtime import Runtime
@@ -215,3 +223,47 @@ class Stack:
         return operator
 
 
+class Replica:
+    """One operator replica: `foreseer run` in its own process, with ``args`` (peering or
+    sharding flags)."""
+
+    def __init__(self, prometheus_url: str, args: list[str], kubeconfig: Path,
+                 log: Path) -> None:
+        self.port = free_port()
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "foreseer.operator", f"--prometheus-url={prometheus_url}",
+             *args, "--metrics-host=127.0.0.1", f"--metrics-port={self.port}"],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONSAFEPATH": "1"},
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    async def ticks(self, namespace: str, name: str) -> int:
+        """Control cycles this replica finished for a policy (from its /metrics)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                text = await response.text()
+        except aiohttp.ClientError:
+            return -1  # not serving (yet, or any more)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "foreseer_tick_seconds_count" and \
+                        sample.labels == {"namespace": namespace, "policy": name}:
+                    return int(sample.value)
+        return 0
+
+    async def stop(self) -> None:
+        """SIGTERM, as Kubernetes does; Kopf then leaves the peering at once."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 10)
+        self._log.close()
+
+
+StartReplica = Callable[..., Replica]
+"""``start_replica(name, *flags)``: `foreseer run` with ``flags`` in a process of its own,
+logging to operator-<name>.log."""

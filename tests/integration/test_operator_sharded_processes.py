@@ -4,12 +4,8 @@ stopped."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-
 import pytest
-from operator_stack import Level, Stack, load_query, metric, policy, replicas
-from test_operator_peering import Replica
+from operator_stack import Level, Stack, StartReplica, load_query, metric, policy, replicas
 
 from foreseer.lab.waiting import until
 from foreseer.operator.sharding import shard_of
@@ -20,34 +16,21 @@ SHARDS = 2
 NAMES = ["web-0", "web-2", "web-1", "web-3"]  # shards 1, 0, 1, 1: both shards in use
 
 
-@pytest.fixture
-async def sharded_factory(
-    stack: Stack, kubeconfig: Path, tmp_path: Path,
-) -> AsyncIterator[Callable[[str], Replica]]:
-    started: list[Replica] = []
-
-    def start(identity: str) -> Replica:
-        replica = Replica(stack.prometheus.url, [
-            f"--shards={SHARDS}", f"--shard-identity={identity}", "--lease-namespace=ops",
-            "--lease-seconds=4", "--lease-renew-seconds=1"], kubeconfig,
-            tmp_path / f"operator-{identity}.log")
-        started.append(replica)
-        return replica
-
-    yield start
-    for replica in started:
-        await replica.stop()
+def sharded(identity: str) -> list[str]:
+    """The flags of one of two sharded replicas, on short Leases."""
+    return [f"--shards={SHARDS}", f"--shard-identity={identity}", "--lease-namespace=ops",
+            "--lease-seconds=4", "--lease-renew-seconds=1"]
 
 
 async def test_two_sharded_replicas_each_act_on_their_own_policies_and_one_takes_over(
-    stack: Stack, sharded_factory: Callable[[str], Replica],
+    stack: Stack, start_replica: StartReplica,
 ) -> None:
     assert {shard_of("shop", n, SHARDS) for n in NAMES} == {0, 1}
     loads = {name: Level(250.0) for name in NAMES}
     for name in NAMES:
         await stack.workload(name, "shop", replicas=1, load=loads[name])
     await stack.start_prometheus(*(load_query(n, "shop") for n in NAMES))
-    a, b = sharded_factory("a"), sharded_factory("b")
+    a, b = start_replica("a", *sharded("a")), start_replica("b", *sharded("b"))
 
     def holders() -> dict[str, str]:
         """The held Leases and their holders (a released one holds None: not listed)."""
