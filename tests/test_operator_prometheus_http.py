@@ -51,6 +51,14 @@ async def fresh(request: aiohttp.web.Request) -> aiohttp.web.Response:
     return answer(str(NOW) if "timestamp(" in str(form["query"]) else "5")
 
 
+def authorizing(seen: list[str]) -> Handler:
+    """`fresh`, noting each request's Authorization header in ``seen``."""
+    async def record(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        seen.append(request.headers.get("Authorization", ""))
+        return await fresh(request)
+    return record
+
+
 async def read(url: str, query: str = "sum(up)", **settings: object) -> float | MetricOutage:
     source = Prometheus(PrometheusSettings(url=url, **settings))  # type: ignore[arg-type]
     try:
@@ -142,13 +150,9 @@ async def test_a_failure_that_passes_is_retried_into_a_value() -> None:
 async def test_a_rotated_bearer_token_file_is_sent_on_the_next_query(tmp_path: Path) -> None:
     seen: list[str] = []
 
-    async def record(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        seen.append(request.headers.get("Authorization", ""))
-        return await fresh(request)
-
     token = tmp_path / "token"
     token.write_text("first\n")
-    async with serving(record) as url:
+    async with serving(authorizing(seen)) as url:
         source = Prometheus(PrometheusSettings(url=url, bearer_token_file=str(token)))
         try:
             assert await source.current("sum(up)", NOW) == 5.0
@@ -162,13 +166,9 @@ async def test_a_rotated_bearer_token_file_is_sent_on_the_next_query(tmp_path: P
 async def test_basic_auth_sends_the_password_file_as_it_is_now(tmp_path: Path) -> None:
     seen: list[str] = []
 
-    async def record(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        seen.append(request.headers.get("Authorization", ""))
-        return await fresh(request)
-
     password = tmp_path / "password"
     password.write_text("s3cret\n")
-    async with serving(record) as url:
+    async with serving(authorizing(seen)) as url:
         assert await read(url, username="foreseer", password_file=str(password)) == 5.0
     assert set(seen) == {"Basic Zm9yZXNlZXI6czNjcmV0"}  # foreseer:s3cret
 
