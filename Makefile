@@ -96,8 +96,13 @@ bench-operator: $(STAMP) prometheus
 bench-clients: $(STAMP) prometheus
 	$(PY) -m foreseer.bench.clients --out bench/results/clients.json
 
-bench-kubeclients: $(STAMP)
-	$(PY) -m foreseer.bench kubeclients --out bench/results/kubeclients.json
+# In a venv of its own: see the kubeclients extra in pyproject.toml.
+KUBECLIENTS_VENV := build/kubeclients-venv
+bench-kubeclients: pyproject.toml setup.py
+	test -x $(KUBECLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(KUBECLIENTS_VENV)
+	$(KUBECLIENTS_VENV)/bin/python -m pip install -q -e '.[kubeclients]'
+	$(KUBECLIENTS_VENV)/bin/python -m foreseer.bench kubeclients \
+	  --out bench/results/kubeclients.json
 
 demo: $(STAMP) prometheus
 	$(PY) -m foreseer.lab.demo

@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from foreseer.bench.processes import rss_mb, threads
+
 HERE = Path(__file__).resolve().parent
 STEP = 60.0
 DAY = 86400.0
@@ -114,13 +116,13 @@ def backfilled_run(args: argparse.Namespace) -> dict[str, Any]:
 def measure(url: str, now: float, sequential: int, concurrent: int, rounds: int,
             days: float) -> dict[str, Any]:
     """Import the source, then time it against `url`; runs in the measured process."""
-    interpreter = _rss_mb()
+    interpreter = rss_mb(os.getpid(), children=False)
     sources = importlib.import_module("foreseer.operator.sources")
     settings = importlib.import_module("foreseer.operator.settings")
-    after_import = _rss_mb()
+    after_import = rss_mb(os.getpid(), children=False)
     importlib.import_module("foreseer.operator.running")
-    operator = _rss_mb()
-    threads_before = _threads()
+    operator = rss_mb(os.getpid(), children=False)
+    threads_before = threads(os.getpid())
     result = asyncio.run(_measure(sources.Prometheus(settings.PrometheusSettings(url=url)), now,
                                   sequential, concurrent, rounds, days, threads_before))
     return {"rss_mb_interpreter": round(interpreter, 1),
@@ -152,7 +154,7 @@ async def _measure(source: Any, now: float, sequential: int, concurrent: int, ro
             latencies.append(time.perf_counter() - began)
             check(reading)
         sequential_cpu = time.process_time() - cpu
-        peak_threads = max(peak_threads, _threads())
+        peak_threads = max(peak_threads, threads(os.getpid()))
 
         walls = []
         cpu = time.process_time()
@@ -161,7 +163,7 @@ async def _measure(source: Any, now: float, sequential: int, concurrent: int, ro
             readings = await asyncio.gather(*(source.current(QUERY, now)
                                               for _ in range(concurrent)))
             walls.append(time.perf_counter() - began)
-            peak_threads = max(peak_threads, _threads())
+            peak_threads = max(peak_threads, threads(os.getpid()))
             for reading in readings:
                 check(reading)
         concurrent_cpu = time.process_time() - cpu
@@ -173,7 +175,7 @@ async def _measure(source: Any, now: float, sequential: int, concurrent: int, ro
                                           window=days * DAY, now=now)
             histories.append(time.perf_counter() - began)
             history_cpu.append(time.process_time() - cpu)
-            peak_threads = max(peak_threads, _threads())
+            peak_threads = max(peak_threads, threads(os.getpid()))
             if series is None or series.observed() != len(series):
                 errors += 1
     finally:
@@ -214,18 +216,6 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return math.nan
-
-
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
 
 
 def _commit() -> str:

@@ -16,7 +16,10 @@ process of its own, so the CPU measured here is the client's:
 Each client runs in a fresh child process of its own, ``--rounds`` times; the table shows
 the median of the rounds.
 
-It needs the lab and the two async clients: the ``[bench]`` extra.
+It needs the lab and the two async clients: the ``[kubeclients]`` extra, which
+``make bench-kubeclients`` installs in a venv of its own (Kopf imports kubernetes_asyncio
+whenever it is installed, so the development venv leaves it out). ``--clients`` measures
+some of them only.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from foreseer.bench.processes import rss_mb, threads
 
 NAMESPACE, NAME = "shop", "web"
 SCALE_PATH = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}/scale"
@@ -45,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calls per client at --concurrency")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="child processes per client")
+    parser.add_argument("--clients", nargs="+", choices=list(CLIENTS), default=list(CLIENTS),
+                        help="the clients to measure (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--serve", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=list(CLIENTS), default=None,
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit("the emulator did not start")
             results = {name: median_of([measured(name, kubeconfig, args)
                                         for _ in range(args.rounds)])
-                       for name in CLIENTS}
+                       for name in args.clients}
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -114,23 +120,15 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
 async def child(args: argparse.Namespace) -> dict[str, float]:
     """Import client ``args.client``, check it reads the scale, and measure it."""
     os.environ["KUBECONFIG"] = str(args.kubeconfig)
-    rss, threads = rss_mb(), threading.active_count()
+    rss, before = rss_mb(os.getpid(), children=False), threads(os.getpid())
     client = CLIENTS[args.client](args.kubeconfig)
-    imported = rss_mb() - rss
+    imported = rss_mb(os.getpid(), children=False) - rss
     async with client as call:
         assert await call() == 3
         result = await measure(call, args)
-        result["threads_created"] = threading.active_count() - threads
+        result["threads_created"] = threads(os.getpid()) - before
     result["import_rss_mb"] = imported
     return result
-
-
-def rss_mb() -> float:
-    """This process' resident memory now."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class shipped:

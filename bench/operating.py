@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ import kmock
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from foreseer.bench.processes import cpu_seconds, pss_mb, rss_mb, workers_cpu_seconds
 from foreseer.lab.emulator import DEPLOYMENTS, deployment, scalingpolicy_crd, serving
 from foreseer.lab.exporter import Exporter, Workload
 from foreseer.lab.prometheus import PrometheusServer, free_port, openmetrics
@@ -309,7 +310,7 @@ async def measure(
                 workers_cpu = workers_cpu_seconds(operator.pid) - workers_before
                 harness_cpu = time.process_time() - harness_before
                 rss, operator_rss = rss_mb(operator.pid), rss_mb(operator.pid, children=False)
-                pss = _pss_mb(operator.pid)
+                pss = pss_mb(operator.pid)
             finally:
                 operator.send_signal(signal.SIGTERM)
                 try:
@@ -468,42 +469,3 @@ def _quantile(buckets: Mapping[float, float], q: float) -> float:
             return lower + (le - lower) * share
         lower, below = le, buckets[le]
     return lower
-
-
-def _pids(pid: int) -> Iterable[int]:
-    yield pid
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        for child in children.read_text().split():
-            yield from _pids(int(child))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the process itself (not its fitting workers)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def workers_cpu_seconds(pid: int) -> float:
-    """CPU seconds of every process under the operator (its fitting workers)."""
-    return sum(cpu_seconds(child) for child in _pids(pid) if child != pid)
-
-
-def _pss_mb(pid: int) -> float:
-    """Proportional set size of the operator and every process under it."""
-    return _summed_mb(_pids(pid), "smaps_rollup", "Pss:")
-
-
-def rss_mb(pid: int, children: bool = True) -> float:
-    """Resident memory of the operator and (with ``children``) every process under it."""
-    return _summed_mb(_pids(pid) if children else [pid], "status", "VmRSS:")
-
-
-def _summed_mb(pids: Iterable[int], name: str, field: str) -> float:
-    """A kB ``field`` of /proc/PID/``name``, summed over ``pids``, in MB."""
-    total_kb = 0
-    for each in pids:
-        for line in Path(f"/proc/{each}/{name}").read_text().splitlines():
-            if line.startswith(field):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024

@@ -47,16 +47,14 @@ from foreseer.bench.operating import (
     POLICIES,
     Samples,
     all_ticked,
-    cpu_seconds,
     daily,
     forecasting_count,
     lab,
     policy_body,
-    rss_mb,
     scrape,
-        wait_healthy,
-    workers_cpu_seconds,
+    wait_healthy,
 )
+from foreseer.bench.processes import cpu_seconds, rss_mb, workers_cpu_seconds
 from foreseer.lab.emulator import DEPLOYMENTS, EVENTS
 from foreseer.lab.prometheus import free_port
 from foreseer.lab.waiting import until

@@ -3,15 +3,8 @@
 import math
 import os
 
-from foreseer.bench.operating import (
-    _buckets,
-    _delta,
-    _pss_mb,
-    _quantile,
-    forecasting_count,
-    markdown,
-    rss_mb,
-)
+from foreseer.bench.operating import _buckets, _delta, _quantile, forecasting_count, markdown
+from foreseer.bench.processes import pss_mb, rss_mb
 
 
 def scrape(histogram: str, policies: dict[str, dict[str, float]]) -> dict:
@@ -57,7 +50,7 @@ def test_the_table_says_how_many_ticks_completed_and_how_many_policies_forecast(
 def test_proportional_memory_counts_shared_pages_once_so_it_is_at_most_resident_memory() -> None:
     # Both over the same processes: earlier tests may leave worker processes under this one.
     own = os.getpid()
-    assert 0 < _pss_mb(own) <= rss_mb(own, children=True)
+    assert 0 < pss_mb(own) <= rss_mb(own, children=True)
 
 
 def test_a_policy_forecasts_when_it_has_a_forecast_value_whatever_its_other_series() -> None:
